@@ -1,0 +1,127 @@
+"""Parallel streaming over a BSON file: one sequential scan, work spread over all cores.
+
+The main process walks only the 4-byte length prefixes to cut the file into blocks of whole
+documents (about ``block_size`` bytes each); each worker process reads its block with one
+``pread`` into a buffer it reuses, runs a function over it and returns a small result, and
+results come back in file order. Memory is bounded by ``workers * block_size`` whatever the
+file size, and no document bytes cross a process boundary.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import struct
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm import tqdm
+
+from .bson_io import MAX_DOCUMENT
+from .errors import InputError
+
+T = TypeVar("T")
+#: fn(block, base_offset, context) -> result; ``block`` holds whole documents only.
+BlockFn = Callable[[memoryview, int, Any], T]
+
+_WORKER: dict[str, Any] = {}
+
+
+def _run_block(path: str, base: int, n: int) -> Any:
+    """Read ``n`` bytes at ``base`` into this process's reusable buffer and apply the function."""
+    buf = _WORKER.get("buf")
+    if buf is None or len(buf) < n:
+        buf = _WORKER["buf"] = bytearray(max(n, _WORKER.get("block_size", n)))
+    if _WORKER.get("path") != path:
+        if "fd" in _WORKER:
+            os.close(_WORKER["fd"])
+        _WORKER["fd"], _WORKER["path"] = os.open(path, os.O_RDONLY), path
+    view = memoryview(buf)[:n]
+    try:
+        got = os.preadv(_WORKER["fd"], [view], base)
+        if got != n:
+            raise InputError(path, f"short read: {got} of {n} bytes (file changed while reading?)", offset=base)
+        return _WORKER["fn"](view, base, _WORKER["context"])
+    finally:
+        view.release()
+
+
+def iter_blocks(path: str | Path, block_size: int) -> Iterator[tuple[int, int]]:
+    """Yield ``(offset, length)`` of consecutive runs of whole documents, about ``block_size`` long.
+
+    Reads only the length prefixes. A prefix that cannot be a BSON document, or a document
+    running past the end of the file, is an error naming the byte offset: the rest of the
+    file cannot be framed, so this holds even in ``on_error: skip`` mode.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start = pos = 0
+        while pos < size:
+            head = os.pread(fd, 4, pos)
+            if len(head) < 4:
+                raise InputError(path, f"truncated file: {len(head)} stray bytes after the last document", offset=pos)
+            (length,) = struct.unpack("<i", head)
+            if length < 5 or length > MAX_DOCUMENT:
+                raise InputError(path, f"invalid BSON document length {length} (garbage bytes, or not a BSON file)",
+                                 offset=pos)
+            if pos + length > size:
+                raise InputError(path, f"truncated file: document declares {length} bytes, only {size - pos} remain",
+                                 offset=pos)
+            if pos + length - start > block_size and pos > start:
+                yield start, pos - start
+                start = pos
+            pos += length
+        if pos > start:
+            yield start, pos - start
+    finally:
+        os.close(fd)
+
+
+def map_blocks(
+    path: str | Path,
+    fn: BlockFn,
+    context: Any,
+    *,
+    workers: int | None = None,
+    block_size: int = 32 * 1024 * 1024,
+    progress: bool = True,
+) -> Iterator[T]:
+    """Yield ``fn(block, offset, context)`` for consecutive blocks of ``path``, in file order.
+
+    ``workers=0`` runs everything in this process (debugging, tiny files).
+    """
+    path = Path(path)
+    if workers is None:
+        workers = os.cpu_count() or 1
+    _WORKER.clear()
+    _WORKER.update(fn=fn, context=context, block_size=block_size)
+    pool = mp.get_context("fork").Pool(workers) if workers else None
+    pending: deque[Any] = deque()
+    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=f"decode {path.name}",
+               disable=not progress)
+    try:
+        for base, n in iter_blocks(path, block_size):
+            if pool is None:
+                yield _run_block(str(path), base, n)
+                bar.update(n)
+                continue
+            pending.append((n, pool.apply_async(_run_block, (str(path), base, n))))
+            while len(pending) > 2 * workers:  # bounded read-ahead
+                n_done, res = pending.popleft()
+                yield res.get()
+                bar.update(n_done)
+        while pending:
+            n_done, res = pending.popleft()
+            yield res.get()
+            bar.update(n_done)
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+        if "fd" in _WORKER:
+            os.close(_WORKER["fd"])
+        _WORKER.clear()

@@ -1,0 +1,175 @@
+"""Low-level access to Kaggle's BSON files: framing, picture offsets, random access.
+
+The competition files are a plain concatenation of BSON documents
+``{_id, category_id?, imgs: [{picture: <JPEG bytes>}, ...]}``. We never unpack them into
+loose files: the decode stage records, for every picture, its byte offset and length inside
+the source BSON, and :class:`ImageStore` reads any picture back with one ``pread``.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import bson
+import numpy as np
+import pyarrow.parquet as pq
+
+from .errors import InputError
+
+#: BSON's own limit on one document (MongoDB's 16 MiB).
+MAX_DOCUMENT = 16 * 1024 * 1024
+#: Element header of a binary field named ``picture`` (type 0x05, cstring key).
+_PICTURE_KEY = b"\x05picture\x00"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def frame(buf: memoryview, base_offset: int, path: str | Path) -> tuple[list[tuple[int, int]], int]:
+    """Split ``buf`` into complete BSON documents.
+
+    Returns ``(spans, consumed)`` where spans are ``(start, length)`` relative to ``buf`` and
+    ``consumed`` is where the first incomplete document starts. A length prefix that cannot be
+    a BSON document (under 5 bytes or over 16 MiB) is a framing error: the rest of the file
+    cannot be trusted, so it is raised even in ``on_error: skip`` mode.
+    """
+    spans: list[tuple[int, int]] = []
+    pos, end = 0, len(buf)
+    while pos + 4 <= end:
+        (length,) = struct.unpack_from("<i", buf, pos)
+        if length < 5 or length > MAX_DOCUMENT:
+            raise InputError(
+                path,
+                f"invalid BSON document length {length} (garbage bytes or a file that is not BSON)",
+                offset=base_offset + pos,
+            )
+        if pos + length > end:
+            break
+        spans.append((pos, length))
+        pos += length
+    return spans, pos
+
+
+def picture_offsets(buf: bytes | bytearray, pictures: list[bytes], start: int = 0, end: int | None = None) -> list[int]:
+    """Offsets in ``buf`` of the JPEG data of each picture of the document at ``buf[start:end]``.
+
+    The pictures come from :func:`bson.decode` of that document. Their binary elements appear
+    in document order, so each is the first ``picture`` element after the previous one whose
+    declared length and first bytes match.
+    """
+    end = len(buf) if end is None else end
+    offsets: list[int] = []
+    search = start
+    key_len = len(_PICTURE_KEY)
+    for pic in pictures:
+        n = len(pic)
+        while True:
+            key = buf.find(_PICTURE_KEY, search, end)
+            if key < 0:
+                raise ValueError("picture element not found in raw document")
+            data = key + key_len + 5  # int32 length + subtype byte
+            if struct.unpack_from("<i", buf, key + key_len)[0] == n and buf[data : data + 16] == pic[:16]:
+                break
+            search = key + 1  # the key bytes occurred inside other data: look further
+        offsets.append(data)
+        search = data + n
+    return offsets
+
+
+def is_jpeg(data: bytes) -> bool:
+    """True if ``data`` starts with a JPEG SOI marker followed by a marker byte."""
+    return data[:3] == _JPEG_MAGIC
+
+
+def iter_documents(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield ``(offset, document)`` for every document of a BSON file (simple, single process).
+
+    For tools and tests; the decode stage uses the parallel block reader instead.
+    """
+    path = Path(path)
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(4)
+            if not head:
+                return
+            if len(head) < 4:
+                raise InputError(path, "truncated length prefix", offset=offset)
+            (length,) = struct.unpack("<i", head)
+            if length < 5 or length > MAX_DOCUMENT:
+                raise InputError(path, f"invalid BSON document length {length}", offset=offset)
+            body = f.read(length - 4)
+            if len(body) < length - 4:
+                raise InputError(path, f"truncated document: {length} bytes declared, {len(body) + 4} present", offset=offset)
+            try:
+                doc = bson.decode(head + body)
+            except Exception as e:  # bson.errors.InvalidBSON and friends
+                raise InputError(path, f"invalid BSON document: {e}", offset=offset) from e
+            yield offset, doc
+            offset += length
+
+
+class ImageStore:
+    """Random access to the JPEG bytes of one split, through the decode stage's image index.
+
+    Holds only the index columns (about 21 bytes per image); opens the BSON lazily and
+    re-opens it after ``fork`` so DataLoader workers can share one store.
+    """
+
+    def __init__(self, images_parquet: str | Path, bson_path: str | Path) -> None:
+        table = pq.read_table(images_parquet, columns=["_id", "img_idx", "jpeg_offset", "jpeg_length"])
+        self.ids = table.column("_id").to_numpy()
+        self.img_idx = table.column("img_idx").to_numpy()
+        self.offsets = table.column("jpeg_offset").to_numpy()
+        self.lengths = table.column("jpeg_length").to_numpy()
+        order = np.argsort(self.ids, kind="stable")
+        self._sorted_ids = self.ids[order]
+        self._first_row = order
+        self.bson_path = Path(bson_path)
+        if not self.bson_path.exists():
+            raise InputError(self.bson_path, "source BSON of the image index not found")
+        self._fd: int | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _file(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.bson_path, os.O_RDONLY)
+            self._pid = os.getpid()
+        return self._fd
+
+    def read_row(self, row: int) -> bytes:
+        """JPEG bytes of the ``row``-th image of the index."""
+        length = int(self.lengths[row])
+        data = os.pread(self._file(), length, int(self.offsets[row]))
+        if len(data) != length:
+            raise InputError(self.bson_path, "file shorter than its image index (changed since decode?)",
+                             offset=int(self.offsets[row]), product_id=int(self.ids[row]))
+        return data
+
+    def row_of(self, product_id: int, img_idx: int = 0) -> int:
+        """Index row of image ``img_idx`` of product ``product_id``."""
+        i = int(np.searchsorted(self._sorted_ids, product_id))
+        if i >= len(self._sorted_ids) or self._sorted_ids[i] != product_id:
+            raise KeyError(f"_id {product_id} not in {self.bson_path}")
+        first = int(self._first_row[i])
+        row = first + img_idx
+        if img_idx < 0 or row >= len(self.ids) or self.ids[row] != product_id or self.img_idx[row] != img_idx:
+            raise KeyError(f"_id {product_id} has no image {img_idx}")
+        return row
+
+    def read_image(self, product_id: int, img_idx: int = 0) -> bytes:
+        """JPEG bytes of image ``img_idx`` of product ``product_id``."""
+        return self.read_row(self.row_of(product_id, img_idx))
+
+    def close(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fd"], state["_pid"] = None, -1
+        return state

@@ -1,0 +1,119 @@
+"""The ``cdiscount`` command: every pipeline stage and a few tools, driven by ``params.yaml``.
+
+DVC runs the same commands through the thin scripts in ``stages/``; running them by hand
+does exactly what ``dvc repro`` would do for that stage (without DVC's caching).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import InputError
+from .params import load_params
+
+log = logging.getLogger("cdiscount")
+
+
+def _sample(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .atomic import write_json
+    from .sample import SampleConfig, generate_sample
+
+    summary = generate_sample(args.out or paths.SAMPLE_DIR, SampleConfig.from_params(params.get("sample", {})),
+                              progress=args.progress)
+    write_json(paths.METRICS / "sample.json", summary)
+
+
+def _decode(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .decode import run_decode
+
+    p = params.get("decode", {})
+    run_decode(args.raw_dir or params["data"]["raw_dir"], paths.INTERIM, paths.METRICS,
+               on_error=p.get("on_error", "raise"), workers=p.get("workers") or None,
+               block_size_mb=p.get("block_size_mb", 32), progress=args.progress)
+
+
+def _dedup(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .dedup import run_dedup
+
+    p = params.get("dedup", {})
+    run_dedup(paths.INTERIM, paths.DEDUP, paths.METRICS / "dedup.json", buckets=p.get("buckets", 16),
+              placeholder_min_categories=p.get("placeholder_min_categories", 2),
+              blank_std=p.get("blank_std", 3.0), progress=args.progress)
+
+
+def _split(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .split import run_split
+
+    p = params.get("split", {})
+    run_split(paths.INTERIM, paths.DEDUP, paths.SPLIT, paths.METRICS / "split.json",
+              seed=p.get("seed", 0), val_fraction=p.get("val_fraction", 0.1),
+              cap_per_category=p.get("cap_per_category", 0),
+              min_products_for_val=p.get("min_products_for_val", 2))
+
+
+def _read_image(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .decode import open_store
+
+    store = open_store(args.interim, args.split)
+    data = store.read_image(args.id, args.img_idx)
+    if args.output:
+        Path(args.output).write_bytes(data)
+        print(f"wrote {len(data)} bytes to {args.output}")
+    else:
+        sys.stdout.buffer.write(data)
+
+
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], None], str]] = {
+    "sample": (_sample, "generate the embedded mini-Cdiscount (params: sample)"),
+    "decode": (_decode, "index train.bson / test.bson: offsets, MD5s, taxonomy (params: data, decode)"),
+    "dedup": (_dedup, "exact duplicate pictures, placeholders, test -> train lookup (params: dedup)"),
+    "split": (_split, "product-level stratified train / val split (params: split)"),
+    "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="cdiscount", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("-q", "--quiet", dest="progress", action="store_false", help="no progress bars")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_) in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if name == "sample":
+            sp.add_argument("--out", type=Path, help=f"output folder (default: {paths.SAMPLE_DIR})")
+        if name == "decode":
+            sp.add_argument("--raw-dir", type=Path, help="Kaggle folder (default: params data.raw_dir)")
+        if name == "read-image":
+            sp.add_argument("split", choices=["train", "test"])
+            sp.add_argument("id", type=int, help="product _id")
+            sp.add_argument("img_idx", type=int, nargs="?", default=0, help="picture index (default 0)")
+            sp.add_argument("-o", "--output", help="file to write (default: stdout)")
+            sp.add_argument("--interim", type=Path, default=paths.INTERIM, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        params = load_params(args.params) if Path(args.params).exists() or args.command != "read-image" else {}
+        COMMANDS[args.command][0](args, params)
+    except InputError as e:
+        log.error("%s", e)
+        return 2
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        log.error("%s: %s", type(e).__name__, e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""Stage ``decode``: index every product and picture of the Kaggle BSON files.
+
+Writes per-product and per-image parquet tables (byte offsets into the source BSON and the
+MD5 of every JPEG), the indexed taxonomy, and counts for DVC. Bad records are either a clear
+error (default) or, with ``on_error: skip``, logged, counted and listed in a ``*_skipped``
+table: nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import bson
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .atomic import atomic_path, publish, write_json
+from .blocks import map_blocks
+from .bson_io import ImageStore, frame, is_jpeg, picture_offsets
+from .errors import InputError
+from .taxonomy import load_taxonomy
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+PRODUCT_SCHEMA = {
+    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("n_imgs", pa.int8()),
+                        ("offset", pa.int64()), ("length", pa.int32())]),
+    "test": pa.schema([("_id", pa.int64()), ("n_imgs", pa.int8()), ("offset", pa.int64()), ("length", pa.int32())]),
+}
+IMAGE_SCHEMA = {
+    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("img_idx", pa.int8()),
+                        ("jpeg_offset", pa.int64()), ("jpeg_length", pa.int32()), ("md5", pa.string())]),
+    "test": pa.schema([("_id", pa.int64()), ("img_idx", pa.int8()), ("jpeg_offset", pa.int64()),
+                       ("jpeg_length", pa.int32()), ("md5", pa.string())]),
+}
+SKIPPED_SCHEMA = pa.schema([("offset", pa.int64()), ("_id", pa.int64()), ("reason", pa.string()),
+                            ("message", pa.string())])
+
+
+@dataclass(frozen=True)
+class BlockContext:
+    """What a worker needs to validate records (sent once, at fork)."""
+
+    path: str
+    labelled: bool
+    category_ids: frozenset[int]
+    parts_dir: str
+
+
+@dataclass
+class BlockResult:
+    """What a worker hands back: the tables themselves go to part files, not through a pipe."""
+
+    base: int
+    ids: np.ndarray
+    offsets: np.ndarray
+    n_imgs: np.ndarray
+    errors: list[tuple[int, int | None, str, str]] = field(default_factory=list)
+    nbytes: int = 0
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_document(doc: Any, ctx: BlockContext) -> list[bytes]:
+    """Validate one decoded document and return its pictures; raise ``_Bad(reason, message, _id)``."""
+    pid = doc.get("_id")
+    if not _is_int(pid):
+        raise _Bad("bad_id", f"'_id' must be an integer, got {pid!r:.40}", None)
+    imgs = doc.get("imgs")
+    if not isinstance(imgs, list) or not imgs:
+        what = "missing 'imgs'" if imgs is None else f"'imgs' must be a non-empty list, got {imgs!r:.40}"
+        raise _Bad("missing_imgs", what, pid)
+    if ctx.labelled:
+        cat = doc.get("category_id")
+        if cat is None:
+            raise _Bad("missing_category", "missing 'category_id'", pid)
+        if not _is_int(cat):
+            raise _Bad("bad_category", f"'category_id' must be an integer, got {cat!r:.40}", pid)
+        if cat not in ctx.category_ids:
+            raise _Bad("unknown_category", f"category_id {cat} is not in category_names.csv", pid)
+    pictures = []
+    for i, img in enumerate(imgs):
+        pic = img.get("picture") if isinstance(img, dict) else None
+        if not isinstance(pic, bytes):
+            raise _Bad("bad_picture", f"imgs[{i}] has no binary 'picture'", pid)
+        if not is_jpeg(pic):
+            raise _Bad("not_jpeg", f"imgs[{i}] is not a JPEG (starts with {pic[:8].hex()})", pid)
+        pictures.append(pic)
+    return pictures
+
+
+def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int) -> list[Any]:
+    """Decode all documents of a block in one C call; per document only when one is broken."""
+    try:
+        return bson.decode_all(block)
+    except Exception:  # pinpoint the broken document(s); keep the others
+        docs: list[Any] = []
+        for start, length in spans:
+            try:
+                docs.append(bson.decode(block[start : start + length]))
+            except Exception as e:  # bson.errors.InvalidBSON, InvalidDocument, UnicodeDecodeError...
+                docs.append(_Bad("invalid_bson", f"invalid BSON document: {e}", None))
+        return docs
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, message: str, product_id: int | None) -> None:
+        super().__init__(message)
+        self.reason, self.message, self.product_id = reason, message, product_id
+
+
+def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult:
+    """Index the documents of one block (runs in a worker process).
+
+    Kept lean on purpose: at 58 GB this loop runs 7 M times, and MD5 (the stage's physical
+    limit) should dominate it.
+    """
+    products: list[tuple] = []
+    images: list[tuple] = []
+    errors: list[tuple[int, int | None, str, str]] = []
+    spans, _ = frame(block, base, ctx.path)
+    docs = _decode_documents(block, spans, base)
+    md5 = hashlib.md5
+    labelled = ctx.labelled
+    buf = block.obj  # the bytearray behind the view: has .find, no copy
+    for (start, length), doc in zip(spans, docs):
+        offset = base + start
+        try:
+            if isinstance(doc, _Bad):
+                raise doc
+            pictures = _check_document(doc, ctx)
+            rels = picture_offsets(buf, pictures, start, start + length)
+        except _Bad as bad:
+            errors.append((offset, bad.product_id, bad.reason, bad.message))
+            continue
+        pid = doc["_id"]
+        if labelled:
+            cat = doc["category_id"]
+            products.append((pid, cat, len(pictures), offset, length))
+            for i, (pic, rel) in enumerate(zip(pictures, rels)):
+                n = len(pic)
+                images.append((pid, cat, i, base + rel, n, md5(pic).hexdigest()))
+        else:
+            products.append((pid, len(pictures), offset, length))
+            for i, (pic, rel) in enumerate(zip(pictures, rels)):
+                n = len(pic)
+                images.append((pid, i, base + rel, n, md5(pic).hexdigest()))
+    kind = "train" if labelled else "test"
+    prod = pa.table(_columns(PRODUCT_SCHEMA[kind].names, products), schema=PRODUCT_SCHEMA[kind])
+    parts = Path(ctx.parts_dir)
+    pq.write_table(prod, parts / f"products-{base:016d}.parquet", compression="none")
+    pq.write_table(pa.table(_columns(IMAGE_SCHEMA[kind].names, images), schema=IMAGE_SCHEMA[kind]),
+                   parts / f"images-{base:016d}.parquet", compression="none")
+    return BlockResult(
+        base,
+        prod.column("_id").to_numpy(),
+        prod.column("offset").to_numpy(),
+        prod.column("n_imgs").to_numpy(),
+        errors,
+        len(block),
+    )
+
+
+def _columns(names: list[str], rows: list[tuple]) -> dict[str, list]:
+    cols = list(zip(*rows)) if rows else [() for _ in names]
+    return {name: list(col) for name, col in zip(names, cols)}
+
+
+@dataclass
+class SplitStats:
+    products: int = 0
+    images: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    images_per_product: dict[int, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def decode_file(
+    path: str | Path,
+    products_out: Path,
+    images_out: Path,
+    skipped_out: Path,
+    *,
+    labelled: bool,
+    category_ids: frozenset[int],
+    on_error: str = "raise",
+    workers: int | None = None,
+    block_size: int = 32 * 1024 * 1024,
+    progress: bool = True,
+) -> SplitStats:
+    """Stream one BSON file into product / image / skipped tables (written to the given paths)."""
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"decode.on_error must be 'raise' or 'skip', got {on_error!r}")
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "file not found")
+    kind = "train" if labelled else "test"
+    stats = SplitStats()
+    skipped: list[tuple[int, int | None, str, str]] = []
+    results: list[BlockResult] = []
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=".decode-parts-", dir=products_out.parent) as parts:
+        ctx = BlockContext(str(path), labelled, category_ids, parts)
+        for res in map_blocks(path, decode_block, ctx, workers=workers, block_size=block_size, progress=progress):
+            for off, pid, reason, message in res.errors:
+                if on_error == "raise":
+                    raise InputError(path, message, offset=off, product_id=pid)
+                log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
+                skipped.append((off, pid, reason, message))
+            results.append(res)
+            stats.bytes += res.nbytes
+        ids = np.concatenate([r.ids for r in results]) if results else np.zeros(0, np.int64)
+        offsets = np.concatenate([r.offsets for r in results]) if results else np.zeros(0, np.int64)
+        n_imgs = np.concatenate([r.n_imgs for r in results]) if results else np.zeros(0, np.int8)
+        keep = np.ones(len(ids), dtype=bool)
+        first: dict[int, int] = {}
+        for row in _repeated_rows(ids):
+            pid, off = int(ids[row]), int(offsets[row])
+            if not first:
+                first = {int(i): int(o) for i, o in zip(ids[::-1], offsets[::-1])}
+            message = f"repeated _id (first seen at byte offset {first[pid]})"
+            if on_error == "raise":
+                raise InputError(path, message, offset=off, product_id=pid)
+            log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
+            skipped.append((off, pid, "repeated_id", message))
+            keep[row] = False
+        _merge_parts(Path(parts), [r.base for r in results], "products", PRODUCT_SCHEMA[kind], products_out, keep)
+        _merge_parts(Path(parts), [r.base for r in results], "images", IMAGE_SCHEMA[kind], images_out,
+                     np.repeat(keep, n_imgs.astype(np.int64)))
+    pq.write_table(pa.table({
+        "offset": [s[0] for s in skipped], "_id": [s[1] for s in skipped],
+        "reason": [s[2] for s in skipped], "message": [s[3] for s in skipped]}, schema=SKIPPED_SCHEMA), skipped_out)
+    counts = n_imgs[keep]
+    stats.products = int(len(counts))
+    stats.images = int(counts.sum())
+    stats.images_per_product = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
+    for s in skipped:
+        stats.skipped[s[2]] = stats.skipped.get(s[2], 0) + 1
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, out: Path, keep: np.ndarray) -> None:
+    """Concatenate the workers' part files in file order into one parquet, dropping rows not kept."""
+    row = 0
+    with pq.ParquetWriter(out, schema) as writer:
+        for base in bases:
+            part = parts / f"{name}-{base:016d}.parquet"
+            table = pq.read_table(part)
+            mask = keep[row : row + table.num_rows]
+            row += table.num_rows
+            writer.write_table(table if mask.all() else table.filter(pa.array(mask)))
+            part.unlink()
+    if row != len(keep):
+        raise AssertionError(f"{out}: merged {row} rows, expected {len(keep)}")
+
+
+def _repeated_rows(ids: np.ndarray) -> np.ndarray:
+    """Rows whose ``_id`` already occurred earlier in file order (8 bytes per product of memory)."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    dup = np.zeros(len(ids), dtype=bool)
+    dup[1:] = sorted_ids[1:] == sorted_ids[:-1]
+    return np.sort(order[dup])
+
+
+def run_decode(
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    metrics_dir: str | Path,
+    *,
+    on_error: str = "raise",
+    workers: int | None = None,
+    block_size_mb: int = 64,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Decode ``train.bson`` and ``test.bson`` of a Kaggle-format folder; returns the metrics."""
+    raw_dir, out_dir, metrics_dir = Path(raw_dir), Path(out_dir), Path(metrics_dir)
+    taxonomy = load_taxonomy(raw_dir / "category_names.csv")
+    category_ids = frozenset(taxonomy["category_id"].tolist())
+    targets = {"taxonomy": out_dir / "taxonomy.parquet", "sources": out_dir / "sources.json"}
+    for split in SPLITS:
+        for table in ("products", "images", "skipped"):
+            targets[f"{split}_{table}"] = out_dir / f"{split}_{table}.parquet"
+    metrics: dict[str, Any] = {}
+    with publish(targets) as tmp:
+        taxonomy.to_parquet(tmp["taxonomy"], index=False)
+        sources = {}
+        for split in SPLITS:
+            src = raw_dir / f"{split}.bson"
+            stats = decode_file(
+                src, tmp[f"{split}_products"], tmp[f"{split}_images"], tmp[f"{split}_skipped"],
+                labelled=split == "train", category_ids=category_ids, on_error=on_error,
+                workers=workers, block_size=block_size_mb * 1024 * 1024, progress=progress,
+            )
+            sources[split] = {"path": str(src), "size": src.stat().st_size}
+            metrics[f"{split}_products"] = stats.products
+            metrics[f"{split}_images"] = stats.images
+            metrics[f"{split}_skipped_records"] = sum(stats.skipped.values())
+            metrics[f"{split}_skipped_by_reason"] = stats.skipped
+            metrics[f"{split}_images_per_product"] = {str(k): v for k, v in stats.images_per_product.items()}
+            metrics[f"{split}_mb_per_s"] = round(stats.bytes / 1e6 / max(stats.seconds, 1e-9), 1)
+            log.info("%s: %d products, %d images, %.1f MB/s, %d skipped", src, stats.products,
+                     stats.images, metrics[f"{split}_mb_per_s"], metrics[f"{split}_skipped_records"])
+        tmp["sources"].write_text(json.dumps(sources, indent=2) + "\n")
+        counts = _category_counts(tmp["train_products"], taxonomy)
+        metrics["categories"] = int(len(taxonomy))
+        metrics["categories_present"] = int((counts["products"] > 0).sum())
+        metrics_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(metrics_dir / "decode_categories.csv") as t:
+            counts.to_csv(t, index=False)
+        write_json(metrics_dir / "decode.json", metrics)
+    return metrics
+
+
+def _category_counts(products_path: Path, taxonomy: pd.DataFrame) -> pd.DataFrame:
+    """Products and images per category, in taxonomy order (a DVC bar plot)."""
+    prod = pd.read_parquet(products_path, columns=["category_id", "n_imgs"])
+    agg = prod.groupby("category_id").agg(products=("n_imgs", "size"), images=("n_imgs", "sum"))
+    out = taxonomy[["idx", "category_id", "level1", "level3"]].merge(agg, on="category_id", how="left")
+    out[["products", "images"]] = out[["products", "images"]].fillna(0).astype("int64")
+    return out
+
+
+def open_store(interim_dir: str | Path, split: str) -> ImageStore:
+    """Random access to the pictures of ``split`` ('train' or 'test') after the decode stage."""
+    interim_dir = Path(interim_dir)
+    sources = json.loads((interim_dir / "sources.json").read_text())
+    src = Path(sources[split]["path"])
+    if src.exists() and src.stat().st_size != sources[split]["size"]:
+        raise InputError(src, f"size changed since decode ({sources[split]['size']} bytes then): re-run decode")
+    return ImageStore(interim_dir / f"{split}_images.parquet", src)
+
+
+def read_image(split: str, product_id: int, img_idx: int = 0, interim_dir: str | Path = "data/interim") -> bytes:
+    """JPEG bytes of one picture, e.g. ``read_image('train', 33, 1)``. Opens the index each call:
+    use :func:`open_store` in loops."""
+    store = open_store(interim_dir, split)
+    try:
+        return store.read_image(product_id, img_idx)
+    finally:
+        store.close()

@@ -1,0 +1,41 @@
+"""Errors raised on bad input data.
+
+Every message names the file, and where known the byte offset and the product ``_id``,
+so a user with a 58 GB BSON can jump straight to the broken record.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(Exception):
+    """Bad input: a malformed file, record or value. Exits the CLI with status 2."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        what: str,
+        *,
+        offset: int | None = None,
+        product_id: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        self.what = what
+        self.offset = offset
+        self.product_id = product_id
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [self.path]
+        if self.offset is not None:
+            where.append(f"byte offset {self.offset}")
+        if self.product_id is not None:
+            where.append(f"_id {self.product_id}")
+        return f"{', '.join(where)}: {self.what}"
+
+    def __reduce__(self):  # keep the fields when crossing a process boundary
+        return (_rebuild, (self.path, self.what, self.offset, self.product_id))
+
+
+def _rebuild(path: str, what: str, offset: int | None, product_id: int | None) -> InputError:
+    return InputError(path, what, offset=offset, product_id=product_id)

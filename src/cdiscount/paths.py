@@ -1,0 +1,10 @@
+"""Where each stage reads and writes, relative to the repository root (mirrors dvc.yaml)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+SAMPLE_DIR = Path("data/raw/sample")
+INTERIM = Path("data/interim")
+DEDUP = Path("data/processed/dedup")
+SPLIT = Path("data/processed/split.parquet")
+METRICS = Path("metrics")
