@@ -1,13 +1,14 @@
 """Parallel streaming over a BSON file: one sequential scan, work spread over all cores.
 
 The main process walks only the 4-byte length prefixes to cut the file into blocks of whole
-documents (about ``block_size`` bytes each); each worker process reads its block with one
-``pread`` into a buffer it reuses, runs a function over it and returns a small result, and
-results come back in file order. Memory is bounded by ``workers * block_size`` whatever the
-file size, and no document bytes cross a process boundary.
+documents (about ``block_size`` bytes each); each worker process sees its block through a
+read-only memory map (no copy), runs a function over it and returns a small result, and
+results come back in file order. No document bytes cross a process boundary and resident
+memory does not grow with the file.
 """
 from __future__ import annotations
 
+import mmap
 import multiprocessing as mp
 import os
 import struct
@@ -29,22 +30,27 @@ _WORKER: dict[str, Any] = {}
 
 
 def _run_block(path: str, base: int, n: int) -> Any:
-    """Read ``n`` bytes at ``base`` into this process's reusable buffer and apply the function."""
-    buf = _WORKER.get("buf")
-    if buf is None or len(buf) < n:
-        buf = _WORKER["buf"] = bytearray(max(n, _WORKER.get("block_size", n)))
+    """Apply the function to ``n`` bytes at ``base``, seen through this process's read-only mmap.
+
+    No copy: the block is the page cache itself. The pages are dropped from this process's
+    mapping afterwards (``MADV_DONTNEED``), so resident memory stays flat whatever the file size.
+    """
     if _WORKER.get("path") != path:
-        if "fd" in _WORKER:
-            os.close(_WORKER["fd"])
-        _WORKER["fd"], _WORKER["path"] = os.open(path, os.O_RDONLY), path
-    view = memoryview(buf)[:n]
+        if "mmap" in _WORKER:
+            _WORKER["mmap"].close()
+        with open(path, "rb") as f:
+            _WORKER["mmap"] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        _WORKER["path"] = path
+    mm = _WORKER["mmap"]
+    if base + n > len(mm):
+        raise InputError(path, f"file shorter than expected ({len(mm)} bytes; changed while reading?)", offset=base)
+    view = memoryview(mm)[base : base + n]
     try:
-        got = os.preadv(_WORKER["fd"], [view], base)
-        if got != n:
-            raise InputError(path, f"short read: {got} of {n} bytes (file changed while reading?)", offset=base)
         return _WORKER["fn"](view, base, _WORKER["context"])
     finally:
         view.release()
+        start = base - base % mmap.PAGESIZE
+        mm.madvise(mmap.MADV_DONTNEED, start, base + n - start)
 
 
 def iter_blocks(path: str | Path, block_size: int) -> Iterator[tuple[int, int]]:
@@ -122,6 +128,6 @@ def map_blocks(
         if pool is not None:
             pool.terminate()
             pool.join()
-        if "fd" in _WORKER:
-            os.close(_WORKER["fd"])
+        if "mmap" in _WORKER:
+            _WORKER["mmap"].close()
         _WORKER.clear()

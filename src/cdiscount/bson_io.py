@@ -68,7 +68,7 @@ def picture_offsets(buf: bytes | bytearray, pictures: list[bytes], start: int = 
             if key < 0:
                 raise ValueError("picture element not found in raw document")
             data = key + key_len + 5  # int32 length + subtype byte
-            if struct.unpack_from("<i", buf, key + key_len)[0] == n and buf[data : data + 16] == pic[:16]:
+            if struct.unpack_from("<i", buf, key + key_len)[0] == n and buf[data : data + min(n, 16)] == pic[:16]:
                 break
             search = key + 1  # the key bytes occurred inside other data: look further
         offsets.append(data)

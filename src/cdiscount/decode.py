@@ -133,14 +133,14 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
     docs = _decode_documents(block, spans, base)
     md5 = hashlib.md5
     labelled = ctx.labelled
-    buf = block.obj  # the bytearray behind the view: has .find, no copy
+    buf = block.obj  # the mmap behind the view: has .find, no copy
     for (start, length), doc in zip(spans, docs):
         offset = base + start
         try:
             if isinstance(doc, _Bad):
                 raise doc
             pictures = _check_document(doc, ctx)
-            rels = picture_offsets(buf, pictures, start, start + length)
+            rels = [r - base for r in picture_offsets(buf, pictures, base + start, base + start + length)]
         except _Bad as bad:
             errors.append((offset, bad.product_id, bad.reason, bad.message))
             continue

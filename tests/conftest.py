@@ -1,0 +1,68 @@
+"""Shared fixtures: real Kaggle fixtures from ../shared, a tiny generated sample, BSON writers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import bson
+import pytest
+
+from cdiscount.sample import SampleConfig, generate_sample
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CDISCOUNT_SHARED", REPO.parent / "shared" / "cdiscount"))
+EXAMPLE_BSON = SHARED / "train_example.bson"
+CATEGORY_NAMES = SHARED / "category_names.csv"
+
+#: A sample small enough for unit tests (a few seconds), same generator as the default.
+TINY = SampleConfig(train_products=300, test_products=80, min_products_per_category=5)
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The official Kaggle fixtures; tests that need them skip where ../shared is absent."""
+    if not EXAMPLE_BSON.exists() or not CATEGORY_NAMES.exists():
+        pytest.skip(f"real Kaggle fixtures not found in {SHARED} (set CDISCOUNT_SHARED to their folder)")
+    return SHARED
+
+
+def write_bson(path: Path, docs: list[dict]) -> Path:
+    with open(path, "wb") as f:
+        for doc in docs:
+            f.write(bson.encode(doc))
+    return path
+
+
+@pytest.fixture(scope="session")
+def example_docs(shared: Path) -> list[dict]:
+    return list(bson.decode_file_iter(open(shared / "train_example.bson", "rb")))
+
+
+@pytest.fixture()
+def kaggle_dir(tmp_path: Path, shared: Path, example_docs: list[dict]) -> Path:
+    """A Kaggle-format folder from the real fixtures: train = the 82 real products, test = the
+    same products without labels, category_names = the official 5,270-row file."""
+    d = tmp_path / "kaggle"
+    d.mkdir()
+    (d / "train.bson").write_bytes((shared / "train_example.bson").read_bytes())
+    write_bson(d / "test.bson", [{"_id": doc["_id"], "imgs": doc["imgs"]} for doc in example_docs])
+    (d / "category_names.csv").write_bytes((shared / "category_names.csv").read_bytes())
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A generated mini-Cdiscount folder (read-only for tests: copy before modifying)."""
+    d = tmp_path_factory.mktemp("tiny") / "raw"
+    generate_sample(d, TINY, progress=False)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_interim(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The decode stage's outputs for the tiny sample."""
+    from cdiscount.decode import run_decode
+
+    root = tmp_path_factory.mktemp("tiny_decoded")
+    run_decode(tiny_sample, root / "interim", root / "metrics", workers=0, progress=False)
+    return root / "interim"

@@ -1,0 +1,90 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from cdiscount.decode import run_decode
+from cdiscount.dedup import image_std, run_dedup
+from cdiscount.sample import draw
+from conftest import write_bson
+
+
+def _jpeg(color) -> bytes:
+    return draw.to_jpeg(Image.new("RGB", (180, 180), color), 90)
+
+
+def _photo(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return draw.to_jpeg(draw.draw_view(draw.STYLES["JEUX - JOUETS"], rng.uniform(0, 1, 4), rng), 90)
+
+
+def test_real_example_duplicates_and_test_lookup(kaggle_dir: Path, tmp_path: Path) -> None:
+    run_decode(kaggle_dir, tmp_path / "interim", tmp_path / "m", workers=0, progress=False)
+    m = run_dedup(tmp_path / "interim", tmp_path / "dedup", tmp_path / "m" / "dedup.json", progress=False)
+    hashes = pd.read_parquet(tmp_path / "dedup" / "hashes.parquet")
+    # test.bson holds the same 82 products: every test product is fully matched
+    assert m["test_products_with_train_match"] == 82
+    assert m["test_products_fully_matched"] == 82
+    assert m["test_images_with_train_match"] == 110
+    # product 33's two identical pictures: one hash, 2 train copies, one category
+    images = pd.read_parquet(tmp_path / "interim" / "train_images.parquet")
+    h33 = hashes.set_index("md5").loc[images.loc[images["_id"] == 33, "md5"].iloc[0]]
+    assert (h33["n_train"], h33["n_test"], h33["n_categories"]) == (2, 2, 1)
+    assert m["distinct_images"] == 109 and m["images"] == 220
+    assert json.loads((tmp_path / "m" / "dedup.json").read_text()) == m
+
+
+@pytest.fixture()
+def handmade(tmp_path: Path) -> Path:
+    """Placeholder shared by 3 categories, a within-category repeat, a blank, a test match."""
+    white, grey = _jpeg("white"), _jpeg((128, 128, 128))
+    red, blue, green = (_photo(seed) for seed in range(3))
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_bson(raw / "train.bson", [
+        {"_id": 1, "imgs": [{"picture": red}, {"picture": white}], "category_id": 10},
+        {"_id": 2, "imgs": [{"picture": white}], "category_id": 20},
+        {"_id": 3, "imgs": [{"picture": blue}, {"picture": white}], "category_id": 30},
+        {"_id": 4, "imgs": [{"picture": blue}], "category_id": 30},
+        {"_id": 5, "imgs": [{"picture": grey}], "category_id": 20},
+    ])
+    write_bson(raw / "test.bson", [
+        {"_id": 7, "imgs": [{"picture": blue}]},
+        {"_id": 8, "imgs": [{"picture": green}, {"picture": white}]},
+        {"_id": 9, "imgs": [{"picture": green}]},
+    ])
+    (raw / "category_names.csv").write_text("category_id,category_level1,category_level2,category_level3\n"
+                                            "10,A,X,a\n20,A,X,b\n30,B,Y,c\n")
+    run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, progress=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("buckets", [1, 7])
+def test_placeholders_within_category_blank_and_matches(handmade: Path, buckets: int) -> None:
+    m = run_dedup(handmade / "interim", handmade / "dedup", handmade / "m" / "dedup.json",
+                  buckets=buckets, progress=False)
+    hashes = pd.read_parquet(handmade / "dedup" / "hashes.parquet").set_index("md5")
+    white, blue, green = (hashes.loc[h] for h in pd.read_parquet(handmade / "interim" / "test_images.parquet")
+                          .set_index(["_id", "img_idx"]).loc[[(8, 1), (7, 0), (8, 0)], "md5"])
+    assert bool(white["is_placeholder"]) and white["n_categories"] == 3 and bool(white["is_blank"])
+    assert not blue["is_placeholder"] and blue["top_category"] == 30 and blue["top_votes"] == 2
+    assert green["n_train"] == 0 and green["n_test"] == 2  # duplicated within test only
+    assert not bool(blue["is_blank"])
+    assert m["placeholder_hashes"] == 1
+    assert m["within_category_hashes"] == 1
+    assert m["duplicated_hashes"] == 3
+    assert m["duplicate_images"] == 3 + 2 + 1  # white x4 -> 3 extra copies, blue x3 -> 2, green x2 -> 1
+    assert m["test_products_with_train_match"] == 2  # 7 (blue) and 8 (white)
+    assert m["test_products_fully_matched"] == 1  # only 7
+    votes = pd.read_parquet(handmade / "dedup" / "votes.parquet")
+    assert sorted(votes.loc[votes["md5"] == white.name, "category_id"]) == [10, 20, 30]
+    matches = pd.read_parquet(handmade / "dedup" / "test_matches.parquet")
+    assert sorted(matches["_id"]) == [7, 8]
+
+
+def test_image_std_separates_blank_from_textured() -> None:
+    assert image_std(_jpeg("white")) < 1.0
+    assert image_std(_photo(0)) > 10

@@ -1,0 +1,67 @@
+"""`dvc repro` of the data stages in a temporary copy of the repository."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+@pytest.fixture()
+def repo_copy(tmp_path: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    dst = tmp_path / "repo"
+    for f in files:
+        if (REPO / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["sample"].update(train_products=TINY.train_products, test_products=TINY.test_products,
+                            min_products_per_category=TINY.min_products_per_category)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def _ran(log: str) -> list[str]:
+    return [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
+
+
+def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -> None:
+    log = _dvc(repo_copy, "repro")
+    assert _ran(log) == ["sample", "decode", "dedup", "split"]
+    split = pd.read_parquet(repo_copy / "data/processed/split.parquet")
+    assert len(split) == TINY.train_products and set(split["fold"]) == {"train", "val"}
+    assert "Data and pipelines are up to date" in _dvc(repo_copy, "repro")
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["split"]["seed"] = 7
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_dvc(repo_copy, "repro")) == ["split"]
+
+
+def test_real_kaggle_folder_runs_with_only_raw_dir_changed(repo_copy: Path, kaggle_dir: Path) -> None:
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["data"]["raw_dir"] = str(kaggle_dir)
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _dvc(repo_copy, "repro", "split")
+    products = pd.read_parquet(repo_copy / "data/interim/train_products.parquet")
+    assert len(products) == 82
+    tax = pd.read_parquet(repo_copy / "data/interim/taxonomy.parquet")
+    assert len(tax) == 5270
+    assert not (repo_copy / "data/raw/sample").exists()  # the sample stage is not needed
