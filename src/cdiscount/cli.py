@@ -14,6 +14,7 @@ from typing import Any
 
 from . import paths
 from .errors import InputError
+from .models.weights import WeightsUnavailable
 from .params import load_params
 
 log = logging.getLogger("cdiscount")
@@ -56,6 +57,19 @@ def _split(args: argparse.Namespace, params: dict[str, Any]) -> None:
               min_products_for_val=p.get("min_products_for_val", 2))
 
 
+def _train_backbone(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .backbone import run_backbone
+
+    run_backbone(params.get("train", {}), params.get("predict", {}), progress=args.progress)
+
+
+def _archs(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .models import available_architectures
+
+    for fam, names in available_architectures().items():
+        print(f"{fam} ({len(names)}): {' '.join(names)}")
+
+
 def _read_image(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from .decode import open_store
 
@@ -73,6 +87,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], None], 
     "decode": (_decode, "index train.bson / test.bson: offsets, MD5s, taxonomy (params: data, decode)"),
     "dedup": (_dedup, "exact duplicate pictures, placeholders, test -> train lookup (params: dedup)"),
     "split": (_split, "product-level stratified train / val split (params: split)"),
+    "train-backbone": (_train_backbone, "fine-tune the CNN, then features + top-K predictions for every picture "
+                                        "(params: train, predict)"),
+    "archs": (_archs, "list the architectures train.arch accepts"),
     "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
 }
 
@@ -104,9 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        params = load_params(args.params) if Path(args.params).exists() or args.command != "read-image" else {}
+        needs_params = args.command not in ("read-image", "archs")
+        params = load_params(args.params) if Path(args.params).exists() or needs_params else {}
         COMMANDS[args.command][0](args, params)
     except InputError as e:
+        log.error("%s", e)
+        return 2
+    except WeightsUnavailable as e:
         log.error("%s", e)
         return 2
     except (FileNotFoundError, KeyError, ValueError) as e:

@@ -1,0 +1,116 @@
+"""Stage ``train_backbone``, inference half: features and top-K predictions for every picture.
+
+Runs the trained CNN once over all train and test pictures, so later stages (experts,
+fusion, OCR fusion, ensemble) never run it again. Writes float16 bottleneck features into
+a few memory-mapped ``.npy`` shards with an index, and top-K predictions per picture and per
+product. Optional flip test-time augmentation averages the probabilities (and features) of
+each picture and its mirror.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .atomic import atomic_dir
+from .data import ImageDataset
+from .decode import open_store
+from .images import normalise
+from .topk import SCHEMA_FIELDS, ProductAggregator, topk
+from .train import autocast
+
+log = logging.getLogger(__name__)
+
+IMAGE_SCHEMA = pa.schema([("_id", pa.int64()), ("img_idx", pa.int8()), *SCHEMA_FIELDS])
+PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
+
+
+@torch.no_grad()
+def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_dir: Path,
+                image_preds: Path, product_preds: Path, top_k: int = 20, flip_tta: bool = True,
+                batch_size: int = 128, workers: int = 2, shard_rows: int = 1_000_000, amp: str = "auto",
+                channels_last: bool = True, progress: bool = True, desc: str = "infer") -> None:
+    """Features and top-K predictions for ``images`` (rows of the store, products contiguous)."""
+    device = next(model.parameters()).device
+    ds = ImageDataset(store, images.index.to_numpy(), None, image_size)
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
+    n, dim = len(images), model.feature_dim
+    feature_dir.mkdir(parents=True, exist_ok=True)
+    shards = [np.lib.format.open_memmap(feature_dir / f"shard-{s:04d}.npy", mode="w+", dtype=np.float16,
+                                        shape=(min(shard_rows, n - s * shard_rows), dim))
+              for s in range(max(1, -(-n // shard_rows)))]
+    ids = images["_id"].to_numpy()
+    img_idx = images["img_idx"].to_numpy()
+    agg = ProductAggregator(top_k)
+    done = 0
+    with pq.ParquetWriter(image_preds, IMAGE_SCHEMA) as iw, pq.ParquetWriter(product_preds, PRODUCT_SCHEMA) as pw:
+        for x, _, _ in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+            x = normalise(x.to(device, non_blocking=True), model.norm.mean, model.norm.std)
+            views = [x, x.flip(-1)] if flip_tta else [x]
+            feats, probs = 0, 0
+            for v in views:
+                if channels_last:
+                    v = v.contiguous(memory_format=torch.channels_last)
+                with autocast(device, amp):
+                    f = model.features(v)
+                    p = torch.softmax(model.head(f).float(), dim=1)
+                feats = feats + f.float() / len(views)
+                probs = probs + p / len(views)
+            b = len(x)
+            rows = np.arange(done, done + b)
+            f16 = feats.cpu().numpy().astype(np.float16)
+            for s in np.unique(rows // shard_rows):
+                sel = rows // shard_rows == s
+                shards[s][rows[sel] - s * shard_rows] = f16[sel]
+            t_idx, t_prob = topk(probs, top_k)
+            iw.write_table(pa.table({"_id": ids[rows], "img_idx": img_idx[rows].astype(np.int8),
+                                     "top_idx": list(t_idx), "top_prob": list(t_prob)}, schema=IMAGE_SCHEMA))
+            done_products = list(agg.add(ids[rows], torch.log(probs.clamp_min(1e-12)).cpu()))
+            if done_products:
+                pw.write_table(_products_table(done_products))
+            done += b
+        pw.write_table(_products_table(list(agg.flush())))
+    for s in shards:
+        s.flush()
+    pd.DataFrame({"_id": ids, "img_idx": img_idx.astype(np.int8),
+                  "shard": (np.arange(n) // shard_rows).astype(np.int32),
+                  "row": (np.arange(n) % shard_rows).astype(np.int64)}).to_parquet(feature_dir / "index.parquet",
+                                                                                  index=False)
+
+
+def _products_table(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> pa.Table:
+    return pa.table({"_id": [r[0] for r in rows], "top_idx": [r[1] for r in rows],
+                     "top_prob": [r[2] for r in rows]}, schema=PRODUCT_SCHEMA)
+
+
+def run_inference(model, blob: dict[str, Any], interim: Path, features_root: Path, preds_dir: Path, *,
+                  top_k: int, flip_tta: bool, batch_size: int, workers: int, shard_rows: int, amp: str,
+                  progress: bool) -> None:
+    """Features and predictions for train.bson and test.bson pictures (written atomically per folder)."""
+    with atomic_dir(features_root) as feat_tmp, atomic_dir(preds_dir) as pred_tmp:
+        for split in ("train", "test"):
+            images = pd.read_parquet(interim / f"{split}_images.parquet", columns=["_id", "img_idx"])
+            store = open_store(interim, split)
+            infer_split(model, store, images, blob["image_size"], feature_dir=feat_tmp / split,
+                        image_preds=pred_tmp / f"{split}_images.parquet",
+                        product_preds=pred_tmp / f"{split}_products.parquet", top_k=top_k, flip_tta=flip_tta,
+                        batch_size=batch_size, workers=workers, shard_rows=shard_rows, amp=amp,
+                        channels_last=blob["config"].get("channels_last", True), progress=progress,
+                        desc=f"features {split}")
+            store.close()
+
+
+def read_features(feature_dir: str | Path) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    """The feature index and its shards, memory-mapped (nothing is loaded until sliced)."""
+    feature_dir = Path(feature_dir)
+    index = pd.read_parquet(feature_dir / "index.parquet")
+    shards = [np.load(p, mmap_mode="r") for p in sorted(feature_dir.glob("shard-*.npy"))]
+    return index, shards

@@ -1,0 +1,271 @@
+"""Stage ``train_backbone``, training half: two-phase fine-tuning with resumable checkpoints.
+
+Phase 1 trains only the new head with the pretrained body frozen (reference report 000 got
+80 % of its final accuracy this way in a third of the time); phase 2 unfreezes the last
+``unfreeze_blocks`` blocks (-1 = all) at a lower learning rate. A checkpoint is written
+atomically at the end of every epoch; re-running after a kill resumes from it and, on CPU
+with the same seed, ends with the same weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import distributed
+from .atomic import atomic_path
+from .data import ImageDataset, epoch_order
+from .decode import open_store
+from .images import normalise
+from .models import build_backbone
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section of params.yaml."""
+
+    arch: str = "efficientnet_lite0"
+    pretrained: str = "imagenet"  # imagenet | none
+    image_size: int = 128
+    batch_size: int = 64
+    head_epochs: int = 2
+    full_epochs: int = 1
+    head_lr: float = 3e-3
+    full_lr: float = 5e-4
+    unfreeze_blocks: int = -1  # phase 2: last N blocks trainable; -1 = the whole body
+    optimizer: str = "adamw"  # adamw | sgd | nadam
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    hflip: bool = True
+    balance_power: float = 0.0  # class-balanced sampling: 0 = natural, 1 = uniform over classes
+    dropout: float = 0.2
+    workers: int = 2
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp16 | off
+    channels_last: bool = True
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"unknown train params: {sorted(unknown)} (known: {sorted(known)})")
+        return cls(**params)
+
+    def phases(self) -> list[str]:
+        return ["head"] * self.head_epochs + ["full"] * self.full_epochs
+
+
+@dataclass
+class TrainData:
+    store: Any
+    train_rows: np.ndarray
+    train_labels: np.ndarray
+    val_rows: np.ndarray
+    val_labels: np.ndarray
+    categories: list[int]  # category_id of each class index (taxonomy order)
+
+
+def load_train_data(interim: Path, split_path: Path) -> TrainData:
+    """Image rows and class indices of the training and validation folds."""
+    tax = pd.read_parquet(interim / "taxonomy.parquet", columns=["category_id", "idx"])
+    images = pd.read_parquet(interim / "train_images.parquet", columns=["_id", "category_id"])
+    fold = pd.read_parquet(split_path, columns=["_id", "fold"]).set_index("_id")["fold"]
+    f = images["_id"].map(fold).astype(str).to_numpy()
+    idx = images["category_id"].map(tax.set_index("category_id")["idx"]).to_numpy(np.int64)
+    rows = np.arange(len(images))
+    return TrainData(open_store(interim, "train"), rows[f == "train"], idx[f == "train"], rows[f == "val"],
+                     idx[f == "val"], tax.sort_values("idx")["category_id"].astype(int).tolist())
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "nadam":
+        return torch.optim.NAdam(params, lr=lr, weight_decay=cfg.weight_decay, decoupled_weight_decay=True)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    raise ValueError(f"train.optimizer must be adamw, nadam or sgd, got {cfg.optimizer!r}")
+
+
+def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, lr: float, steps: int):
+    if cfg.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.25)
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    if cfg.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    raise ValueError(f"train.schedule must be onecycle, cosine or constant, got {cfg.schedule!r}")
+
+
+def _loader(ds: ImageDataset, order: np.ndarray, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=order.tolist(), num_workers=cfg.workers,
+                      pin_memory=device.type == "cuda", drop_last=False)
+
+
+def _checkpoints(ckpt_dir: Path) -> list[Path]:
+    return sorted(ckpt_dir.glob("epoch-*.pt"))
+
+
+def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out: Path, ckpt_dir: Path,
+                   live_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume training) and write ``model_out``; returns the last epoch's metrics."""
+    ctx = distributed.setup(cfg.device)
+    torch.manual_seed(cfg.seed)
+    data = load_train_data(interim, split_path)
+    model = build_backbone(cfg.arch, len(data.categories), cfg.pretrained, cfg.dropout).to(ctx.device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    phases = cfg.phases()
+    config_key = json.dumps(asdict(cfg), sort_keys=True)
+    start, state = 0, None
+    ckpts = _checkpoints(ckpt_dir)
+    if ckpts:
+        state = torch.load(ckpts[-1], map_location=ctx.device, weights_only=False)
+        if state["config"] != config_key:
+            log.warning("checkpoints in %s were made with other train params: removing them, starting over",
+                        ckpt_dir)
+            state = None
+            if ctx.is_main:
+                for p in ckpts:
+                    p.unlink()
+        else:
+            start = state["epoch"] + 1
+            model.load_state_dict(state["model"])
+            torch.set_rng_state(state["torch_rng"])
+            log.info("resuming from %s (epoch %d of %d done)", ckpts[-1].name, start, len(phases))
+    live = None
+    if ctx.is_main:
+        from dvclive import Live
+
+        live = Live(str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+    train_ds = ImageDataset(data.store, data.train_rows, data.train_labels, cfg.image_size, hflip=cfg.hflip,
+                            seed=cfg.seed)
+    val_ds = ImageDataset(data.store, data.val_rows, data.val_labels, cfg.image_size)
+    net: nn.Module = model
+    if ctx.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                                  else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16" and ctx.device.type == "cuda")
+    opt = sched = None
+    metrics: dict[str, Any] = {}
+    steps_per_epoch = -(-len(epoch_order(data.train_labels, 0, cfg.seed, cfg.balance_power, ctx.rank, ctx.world))
+                        // cfg.batch_size)
+    for epoch in range(start, len(phases)):
+        phase = phases[epoch]
+        if opt is None or phases[epoch - 1] != phase:
+            model.freeze_body(0 if phase == "head" else cfg.unfreeze_blocks)
+            lr = cfg.head_lr if phase == "head" else cfg.full_lr
+            opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad], lr)
+            sched = _scheduler(cfg, opt, lr, steps_per_epoch * phases.count(phase))
+            if state is not None and state["phase"] == phase and epoch == start:
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                scaler.load_state_dict(state["scaler"])
+        net.train()
+        if phase == "head":
+            model.body.eval()  # frozen body: keep its batch-norm statistics
+        train_ds.epoch = epoch
+        order = epoch_order(data.train_labels, epoch, cfg.seed, cfg.balance_power, ctx.rank, ctx.world)
+        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        bar = tqdm(_loader(train_ds, order, cfg, ctx.device), desc=f"epoch {epoch + 1}/{len(phases)} ({phase})",
+                   unit="batch", disable=not (progress and ctx.is_main))
+        for x, y, _ in bar:
+            x = normalise(x.to(ctx.device, non_blocking=True), model.norm.mean, model.norm.std)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(ctx.device, non_blocking=True)
+            with autocast(ctx.device, cfg.amp):
+                loss = loss_fn(net(x), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            seen += len(y)
+            loss_sum += float(loss.detach()) * len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        seconds = time.perf_counter() - t0
+        val_acc = evaluate(model, val_ds, cfg, ctx.device) if len(val_ds) else float("nan")
+        metrics = {"epoch": epoch + 1, "phase": phase, "train_loss": loss_sum / max(seen, 1),
+                   "val_image_accuracy": val_acc, "lr": sched.get_last_lr()[0],
+                   "train_images_per_s": seen * ctx.world / seconds}
+        if ctx.is_main:
+            for k, v in metrics.items():
+                if k != "phase":
+                    live.log_metric(f"train/{k}" if k != "epoch" else "epoch", v, plot=k != "epoch")
+            live.next_step()
+            log.info("epoch %d (%s): loss %.4f, val image accuracy %.4f, %.0f images/s", epoch + 1, phase,
+                     metrics["train_loss"], val_acc, metrics["train_images_per_s"])
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(ckpt_dir / f"epoch-{epoch:03d}.pt") as tmp:
+                torch.save({"epoch": epoch, "phase": phase, "config": config_key, "model": model.state_dict(),
+                            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                            "scaler": scaler.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
+        distributed.barrier()
+    if ctx.is_main:
+        save_model(model, cfg, data.categories, model_out)
+        if live is not None:
+            live.end()
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, ds: ImageDataset, cfg: TrainConfig, device: torch.device) -> float:
+    """Image-level accuracy on ``ds`` (validation during training)."""
+    model.eval()
+    correct = 0
+    for x, y, _ in _loader(ds, np.arange(len(ds)), cfg, device):
+        x = normalise(x.to(device), model.norm.mean, model.norm.std)
+        with autocast(device, cfg.amp):
+            correct += int((model(x).argmax(1).cpu() == y).sum())
+    model.train()
+    return correct / len(ds)
+
+
+def save_model(model, cfg: TrainConfig, categories: list[int], path: Path) -> None:
+    """Everything needed to use the model alone: arch, weights, categories, input size, normalisation."""
+    with atomic_path(path) as tmp:
+        torch.save({
+            "arch": cfg.arch, "n_classes": len(categories), "categories": categories,
+            "image_size": cfg.image_size, "mean": list(model.norm.mean), "std": list(model.norm.std),
+            "feature_dim": model.feature_dim, "dropout": cfg.dropout, "config": asdict(cfg),
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+        }, tmp)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """Rebuild a saved backbone (no download: the weights are in the file)."""
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_backbone(blob["arch"], blob["n_classes"], "none", blob["dropout"])
+    model.load_state_dict(blob["state_dict"])
+    from .models.registry import Normalisation
+
+    model.norm = Normalisation(tuple(blob["mean"]), tuple(blob["std"]))
+    return model.to(device).eval(), blob
