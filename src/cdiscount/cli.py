@@ -63,6 +63,18 @@ def _train_backbone(args: argparse.Namespace, params: dict[str, Any]) -> None:
     run_backbone(params.get("train", {}), params.get("predict", {}), progress=args.progress)
 
 
+def _baseline(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .baseline import run_baseline_stage
+
+    run_baseline_stage(params.get("baseline", {}), progress=args.progress)
+
+
+def _predict(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .predict import run_predict
+
+    print(run_predict(args.paths, args.model, args.taxonomy, args.top))
+
+
 def _archs(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from .models import available_architectures
 
@@ -89,6 +101,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], None], 
     "split": (_split, "product-level stratified train / val split (params: split)"),
     "train-backbone": (_train_backbone, "fine-tune the CNN, then features + top-K predictions for every picture "
                                         "(params: train, predict)"),
+    "baseline": (_baseline, "the organiser's image-similarity benchmark: perceptual hash, nearest training "
+                            "picture (params: baseline)"),
+    "predict": (_predict, "top-5 categories of image files (one product) or of each product of a BSON"),
     "archs": (_archs, "list the architectures train.arch accepts"),
     "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
 }
@@ -107,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--out", type=Path, help=f"output folder (default: {paths.SAMPLE_DIR})")
         if name == "decode":
             sp.add_argument("--raw-dir", type=Path, help="Kaggle folder (default: params data.raw_dir)")
+        if name == "predict":
+            sp.add_argument("paths", nargs="+", type=Path, help="image files (any format, any size) or .bson files")
+            sp.add_argument("--model", type=Path, default=paths.BACKBONE, help=f"default: {paths.BACKBONE}")
+            sp.add_argument("--taxonomy", type=Path, default=paths.INTERIM / "taxonomy.parquet",
+                            help="category names (default: the decode stage's taxonomy)")
+            sp.add_argument("--top", type=int, default=5)
         if name == "read-image":
             sp.add_argument("split", choices=["train", "test"])
             sp.add_argument("id", type=int, help="product _id")
@@ -121,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        needs_params = args.command not in ("read-image", "archs")
+        needs_params = args.command not in ("read-image", "archs", "predict")
         params = load_params(args.params) if Path(args.params).exists() or needs_params else {}
         COMMANDS[args.command][0](args, params)
     except InputError as e:

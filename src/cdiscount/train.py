@@ -46,6 +46,7 @@ class TrainConfig:
     head_lr: float = 3e-3
     full_lr: float = 5e-4
     unfreeze_blocks: int = -1  # phase 2: last N blocks trainable; -1 = the whole body
+    freeze_bn: bool = True  # phase 2 keeps batch-norm statistics (small batches, shifted domain)
     optimizer: str = "adamw"  # adamw | sgd | nadam
     schedule: str = "onecycle"  # onecycle | cosine | constant
     weight_decay: float = 1e-4
@@ -191,6 +192,10 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
         net.train()
         if phase == "head":
             model.body.eval()  # frozen body: keep its batch-norm statistics
+        elif cfg.freeze_bn:
+            for m in model.body.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         train_ds.epoch = epoch
         order = epoch_order(data.train_labels, epoch, cfg.seed, cfg.balance_power, ctx.rank, ctx.world)
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
