@@ -1,4 +1,5 @@
 """`dvc repro` of the data stages in a temporary copy of the repository."""
+import json
 import os
 import shutil
 import subprocess
@@ -34,8 +35,14 @@ def repo_copy(tmp_path: Path) -> Path:
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["sample"].update(train_products=TINY.train_products, test_products=TINY.test_products,
                             min_products_per_category=TINY.min_products_per_category)
+    params["train"].update(image_size=64, batch_size=32, head_epochs=1, full_epochs=1, workers=0)
+    params["predict"].update(workers=0, flip_tta=False)
+    params["baseline"].update(workers=1)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dst, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dst, check=True)  # DVC / DVCLive want a commit
     return dst
 
 
@@ -45,21 +52,33 @@ def _ran(log: str) -> list[str]:
 
 def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -> None:
     log = _dvc(repo_copy, "repro")
-    assert _ran(log) == ["sample", "decode", "dedup", "split"]
+    assert _ran(log) == ["sample", "decode", "dedup", "split", "train_backbone", "baseline"]
     split = pd.read_parquet(repo_copy / "data/processed/split.parquet")
     assert len(split) == TINY.train_products and set(split["fold"]) == {"train", "val"}
+    test_preds = pd.read_parquet(repo_copy / "data/preds/backbone/test_products.parquet")
+    assert len(test_preds) == TINY.test_products and len(test_preds["top_idx"].iloc[0]) == 20
+    metrics = json.loads((repo_copy / "metrics/backbone.json").read_text())
+    assert metrics["level1_accuracy"] > 0.5 and 0 <= metrics["product_accuracy"] <= 1
+    assert "product_accuracy" in json.loads((repo_copy / "metrics/baseline.json").read_text())
     assert "Data and pipelines are up to date" in _dvc(repo_copy, "repro")
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["predict"]["top_k"] = 5  # inference only: the finished training is resumed, not redone
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = _dvc(repo_copy, "repro")
+    assert _ran(log) == ["train_backbone"] and "(epoch 2 of 2 done)" in log
+    assert len(pd.read_parquet(repo_copy / "data/preds/backbone/test_products.parquet")["top_idx"].iloc[0]) == 5
     params["split"]["seed"] = 7
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(_dvc(repo_copy, "repro")) == ["split"]
+    log = _dvc(repo_copy, "repro")
+    assert _ran(log) == ["split", "train_backbone", "baseline"]
+    assert "other train params or data" in log  # a new split: the old checkpoints are not resumed
 
 
 def test_real_kaggle_folder_runs_with_only_raw_dir_changed(repo_copy: Path, kaggle_dir: Path) -> None:
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["data"]["raw_dir"] = str(kaggle_dir)
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _dvc(repo_copy, "repro", "split")
+    _dvc(repo_copy, "repro", "split")  # the data stages; models need a split of 36+ categories to be meaningful
     products = pd.read_parquet(repo_copy / "data/interim/train_products.parquet")
     assert len(products) == 82
     tax = pd.read_parquet(repo_copy / "data/interim/taxonomy.parquet")

@@ -1,30 +1,31 @@
 """Picture decoding and the few transforms the models need.
 
-JPEGs are decoded with torchvision's libjpeg-turbo binding (about 0.13 ms for a 180x180
-picture on one core here), so DataLoader workers are never the bottleneck; anything else
-(PNG, WebP, CMYK JPEG...) falls back to Pillow. Tensors stay uint8 until they reach the model:
+Pictures are decoded with OpenCV (libjpeg-turbo: about 0.14 ms for a 180x180 JPEG on one
+core here, half of Pillow's time), so DataLoader workers are never the bottleneck; anything
+OpenCV cannot read (GIF, some CMYK JPEGs...) falls back to Pillow. Tensors stay uint8 until they reach the model:
 normalisation happens on the batch, on the device.
 """
 from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg
+
+cv2.setNumThreads(1)  # parallelism comes from DataLoader workers, not from inside one decode
 
 
 def decode_image(data: bytes) -> torch.Tensor:
     """Any image file's bytes -> uint8 RGB tensor [3, H, W]."""
-    if data[:3] == b"\xff\xd8\xff":
-        try:
-            return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except RuntimeError:
-            pass  # unusual JPEG flavours: let Pillow try
-    img = Image.open(io.BytesIO(data)).convert("RGB")
-    return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is not None:
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    else:
+        rgb = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 def resize(img: torch.Tensor, size: int) -> torch.Tensor:

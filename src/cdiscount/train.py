@@ -9,6 +9,7 @@ with the same seed, ends with the same weights as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -141,13 +142,17 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     phases = cfg.phases()
-    config_key = json.dumps(asdict(cfg), sort_keys=True)
+    # Checkpoints are valid only for the same params *and* the same data (split, categories).
+    fingerprint = hashlib.md5()
+    for a in (data.train_rows, data.train_labels, data.val_rows, np.asarray(data.categories)):
+        fingerprint.update(np.ascontiguousarray(a).tobytes())
+    config_key = json.dumps({**asdict(cfg), "data": fingerprint.hexdigest()}, sort_keys=True)
     start, state = 0, None
     ckpts = _checkpoints(ckpt_dir)
     if ckpts:
         state = torch.load(ckpts[-1], map_location=ctx.device, weights_only=False)
         if state["config"] != config_key:
-            log.warning("checkpoints in %s were made with other train params: removing them, starting over",
+            log.warning("checkpoints in %s were made with other train params or data: removing them, starting over",
                         ckpt_dir)
             state = None
             if ctx.is_main:
@@ -163,6 +168,7 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
         from dvclive import Live
 
         live = Live(str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None, report=None)
+        live.step = start  # one step per epoch, whatever DVCLive inferred from a killed run
     train_ds = ImageDataset(data.store, data.train_rows, data.train_labels, cfg.image_size, hflip=cfg.hflip,
                             seed=cfg.seed)
     val_ds = ImageDataset(data.store, data.val_rows, data.val_labels, cfg.image_size)

@@ -109,6 +109,11 @@ def _replace(model: nn.Module, dotted: str, new: nn.Module) -> nn.Module:
     return old
 
 
+def _parameterised(model: nn.Module) -> list[nn.Module]:
+    """Top-level children that hold weights (pooling and the removed head hold none)."""
+    return [m for m in model.children() if next(m.parameters(), None) is not None]
+
+
 def _torchvision(arch: str, pretrained: bool) -> tuple[nn.Module, list[nn.Module], int]:
     import torchvision
 
@@ -119,7 +124,7 @@ def _torchvision(arch: str, pretrained: bool) -> tuple[nn.Module, list[nn.Module
     model = torchvision.models.get_model(arch, weights=weights)
     head = _last_linear_name(model)
     dim = _replace(model, head, nn.Identity()).in_features
-    blocks = list(model.children())  # the old head is an Identity now: no parameters
+    blocks = _parameterised(model)
     return model, blocks, dim
 
 
@@ -132,7 +137,7 @@ def _pretrainedmodels(arch: str, pretrained: bool) -> tuple[nn.Module, list[nn.M
     model = pretrainedmodels.__dict__[arch](num_classes=1000, pretrained="imagenet" if pretrained else None)
     dim = model.last_linear.in_features
     model.last_linear = nn.Identity()
-    blocks = [m for n, m in model.named_children() if n != "last_linear"]
+    blocks = _parameterised(model)
     return model, blocks, dim
 
 

@@ -27,9 +27,10 @@ def cache_dir() -> Path:
 def _online(url: str, timeout: float = 3.0) -> bool:
     if os.environ.get("CDISCOUNT_OFFLINE", "") not in ("", "0"):
         return False
-    host = urlparse(url).hostname or ""
+    parts = urlparse(url)
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)),
+                                 timeout=timeout).close()
         return True
     except OSError:
         return False

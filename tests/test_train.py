@@ -1,0 +1,114 @@
+import json
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cdiscount.data import epoch_order
+from cdiscount.split import assign_folds
+from cdiscount.train import TrainConfig, load_model, train_backbone
+
+#: One short CPU run: a tiny CNN on 32 px pictures, 1 head epoch + 2 full epochs.
+TINY_TRAIN = TrainConfig(arch="vanilla_cnn", pretrained="none", image_size=32, batch_size=32, head_epochs=1,
+                         full_epochs=2, workers=0, device="cpu", head_lr=0.01, full_lr=0.003)
+
+
+@pytest.fixture(scope="module")
+def split_path(tiny_interim: Path, tmp_path_factory) -> Path:
+    products = pd.read_parquet(tiny_interim / "train_products.parquet")
+    p = tmp_path_factory.mktemp("split") / "split.parquet"
+    assign_folds(products, seed=0, val_fraction=0.2).to_parquet(p)
+    return p
+
+
+def _train(tmp: Path, interim: Path, split_path: Path, cfg: TrainConfig = TINY_TRAIN) -> dict:
+    return train_backbone(cfg, interim, split_path, tmp / "backbone.pt", tmp / "ckpt", tmp / "live", progress=False)
+
+
+def test_config_rejects_unknown_params() -> None:
+    with pytest.raises(ValueError, match="head_epoch"):
+        TrainConfig.from_params({"head_epoch": 3})
+
+
+def test_epoch_order_deterministic_balanced_and_sharded() -> None:
+    labels = np.array([0] * 90 + [1] * 10)
+    assert (epoch_order(labels, 3, 0) == epoch_order(labels, 3, 0)).all()
+    assert not (epoch_order(labels, 3, 0) == epoch_order(labels, 4, 0)).all()
+    assert sorted(epoch_order(labels, 0, 0)) == list(range(100))
+    balanced = labels[epoch_order(labels, 0, 0, balance_power=1.0)]
+    assert 0.35 < balanced.mean() < 0.65
+    shards = [epoch_order(labels, 1, 0, rank=r, world=3) for r in range(3)]
+    assert sorted(np.concatenate(shards)) == list(range(100))
+
+
+def test_training_writes_a_self_contained_model(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
+    metrics = _train(tmp_path, tiny_interim, split_path)
+    assert metrics["epoch"] == 3 and 0 <= metrics["val_image_accuracy"] <= 1
+    model, blob = load_model(tmp_path / "backbone.pt")
+    tax = pd.read_parquet(tiny_interim / "taxonomy.parquet")
+    assert blob["categories"] == tax.sort_values("idx")["category_id"].tolist()
+    assert blob["image_size"] == 32 and blob["arch"] == "vanilla_cnn"
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, len(tax))
+    curve = (tmp_path / "live" / "plots" / "metrics" / "train" / "train_loss.tsv").read_text().splitlines()
+    assert len(curve) == 1 + 3  # header + one point per epoch
+
+
+CHILD = """
+import json, os, signal, sys
+from pathlib import Path
+import cdiscount.train as t
+
+interim, split, out, kill_after = sys.argv[1:5]
+if kill_after:  # a real SIGKILL right after that checkpoint lands, instrumented from outside the library
+    real = t.atomic_path
+    class KillAfter:
+        def __init__(self, path):
+            self.cm, self.path = real(path), Path(path)
+        def __enter__(self):
+            return self.cm.__enter__()
+        def __exit__(self, *exc):
+            done = self.cm.__exit__(*exc)
+            if self.path.name == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return done
+    t.atomic_path = KillAfter
+cfg = t.TrainConfig(**json.loads(sys.argv[5]))
+out = Path(out)
+t.train_backbone(cfg, Path(interim), Path(split), out / "backbone.pt", out / "ckpt", out / "live", progress=False)
+"""
+
+
+def _train_in_child(out: Path, interim: Path, split_path: Path, kill_after: str = "") -> int:
+    """Each run in a fresh process, as DVC runs the stage."""
+    return subprocess.run([sys.executable, "-c", CHILD, str(interim), str(split_path), str(out), kill_after,
+                           json.dumps(asdict(TINY_TRAIN))], capture_output=True, text=True).returncode
+
+
+def test_resume_after_kill_reaches_the_same_weights(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert _train_in_child(full, tiny_interim, split_path) == 0
+    assert _train_in_child(killed, tiny_interim, split_path, kill_after="epoch-000.pt") == -signal.SIGKILL
+    assert [p.name for p in (killed / "ckpt").glob("*.pt")] == ["epoch-000.pt"]
+    assert not (killed / "backbone.pt").exists()
+    assert _train_in_child(killed, tiny_interim, split_path) == 0  # the re-run resumes at epoch 2
+    a = torch.load(full / "backbone.pt", weights_only=False)["state_dict"]
+    b = torch.load(killed / "backbone.pt", weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (killed / "ckpt").glob("*.pt")) == ["epoch-000.pt", "epoch-001.pt", "epoch-002.pt"]
+    curves = [(d / "live" / "plots" / "metrics" / "train" / "val_image_accuracy.tsv").read_text() for d in (full, killed)]
+    assert curves[0] == curves[1]  # same metrics, epoch by epoch
+
+
+def test_changed_params_discard_old_checkpoints(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
+    _train(tmp_path, tiny_interim, split_path)
+    cfg = TrainConfig(**{**asdict(TINY_TRAIN), "full_epochs": 1, "seed": 3})
+    _train(tmp_path, tiny_interim, split_path, cfg)
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.pt")) == ["epoch-000.pt", "epoch-001.pt"]
+    assert json.loads(torch.load(tmp_path / "ckpt" / "epoch-001.pt", weights_only=False)["config"])["seed"] == 3
