@@ -36,6 +36,7 @@ test: setup
 ## bench: benchmarks, printing measured ratios.
 bench: setup
 	python bench/decode.py
+	python bench/train.py
 
 clean-venv:
 	rm -rf $(VENV)

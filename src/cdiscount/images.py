@@ -12,7 +12,6 @@ import io
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 cv2.setNumThreads(1)  # parallelism comes from DataLoader workers, not from inside one decode
@@ -29,11 +28,16 @@ def decode_image(data: bytes) -> torch.Tensor:
 
 
 def resize(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize a uint8 [3, H, W] picture to [3, size, size] (no-op at the native 180 px)."""
+    """Resize a uint8 [3, H, W] picture to [3, size, size] (no-op at the native 180 px).
+
+    OpenCV's area interpolation on the uint8 array: alias-free when shrinking, and several
+    times cheaper than a float ``interpolate`` with antialiasing inside a DataLoader worker.
+    """
     if img.shape[-2:] == (size, size):
         return img
-    out = F.interpolate(img[None].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    return out[0].round().clamp(0, 255).to(torch.uint8)
+    hwc = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+    interp = cv2.INTER_AREA if size < min(hwc.shape[:2]) else cv2.INTER_LINEAR
+    return torch.from_numpy(cv2.resize(hwc, (size, size), interpolation=interp)).permute(2, 0, 1).contiguous()
 
 
 def normalise(batch: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
