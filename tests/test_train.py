@@ -112,3 +112,25 @@ def test_changed_params_discard_old_checkpoints(tiny_interim: Path, split_path: 
     _train(tmp_path, tiny_interim, split_path, cfg)
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.pt")) == ["epoch-000.pt", "epoch-001.pt"]
     assert json.loads(torch.load(tmp_path / "ckpt" / "epoch-001.pt", weights_only=False)["config"])["seed"] == 3
+
+
+def test_ddp_two_ranks_on_cpu_stay_in_sync(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
+    """The same training function under torchrun (gloo): both ranks end with the same model."""
+    script = tmp_path / "run.py"
+    script.write_text(f"""
+import json, sys
+from pathlib import Path
+import torch.distributed as dist
+from cdiscount.train import TrainConfig, train_backbone
+cfg = TrainConfig(**json.loads({json.dumps(json.dumps(asdict(TINY_TRAIN)))}))
+out = Path({str(tmp_path)!r})
+m = train_backbone(cfg, Path({str(tiny_interim)!r}), Path({str(split_path)!r}), out / "m.pt", out / "ckpt",
+                   out / "live", progress=False)
+(out / f"rank{{dist.get_rank()}}.json").write_text(json.dumps(m))
+""")
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run([str(torchrun), "--nproc_per_node=2", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["val_image_accuracy"] == r1["val_image_accuracy"]
+    assert (tmp_path / "m.pt").exists() and len(list((tmp_path / "ckpt").glob("*.pt"))) == 3

@@ -128,6 +128,14 @@ def _loader(ds: ImageDataset, order: np.ndarray, cfg: TrainConfig, device: torch
                       pin_memory=device.type == "cuda", drop_last=False)
 
 
+def _wrap(model: nn.Module, cfg: TrainConfig, ctx: distributed.Context) -> nn.Module:
+    net = model
+    if ctx.world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                                  else None)
+    return torch.compile(net) if cfg.compile else net
+
+
 def _checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(ckpt_dir.glob("epoch-*.pt"))
 
@@ -173,11 +181,6 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
                             seed=cfg.seed)
     val_ds = ImageDataset(data.store, data.val_rows, data.val_labels, cfg.image_size)
     net: nn.Module = model
-    if ctx.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                                  else None)
-    if cfg.compile:
-        net = torch.compile(net)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16" and ctx.device.type == "cuda")
     opt = sched = None
@@ -188,6 +191,7 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
         phase = phases[epoch]
         if opt is None or phases[epoch - 1] != phase:
             model.freeze_body(0 if phase == "head" else cfg.unfreeze_blocks)
+            net = _wrap(model, cfg, ctx)  # DDP registers the parameters trainable in this phase
             lr = cfg.head_lr if phase == "head" else cfg.full_lr
             opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad], lr)
             sched = _scheduler(cfg, opt, lr, steps_per_epoch * phases.count(phase))
