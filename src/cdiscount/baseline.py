@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import paths
-from .atomic import atomic_path
+from .atomic import write_json
 from .decode import open_store
 
 log = logging.getLogger(__name__)
@@ -115,8 +115,7 @@ def run_baseline(interim: Path, split_path: Path, metrics_path: Path, *, workers
         "exact_match_rate": float((val["dist"] == 0).mean()),
         "products": int(len(per_product)),
     }
-    with atomic_path(metrics_path) as tmp:
-        pd.Series(metrics).to_json(tmp, indent=2)
+    write_json(metrics_path, metrics)
     log.info("baseline (perceptual hash, nearest training picture): %s", metrics)
     return metrics
 
