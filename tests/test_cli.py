@@ -17,7 +17,7 @@ def test_every_stage_script_is_a_thin_cli_call() -> None:
     stages = Path(__file__).resolve().parents[1] / "stages"
     for script in stages.glob("*.py"):
         text = script.read_text()
-        assert f'main(["{script.stem}"' in text and len(text.splitlines()) < 20, script
+        assert f'main(["{script.stem.replace("_", "-")}"' in text and len(text.splitlines()) < 20, script
 
 
 def test_read_image_writes_the_jpeg(tiny_interim: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from PIL import Image
 
 from cdiscount.sample import draw, generate_sample
 from cdiscount.sample.generator import sample_categories
+from cdiscount.sample.probe import probe, thumbnails
 from cdiscount.taxonomy import read_category_names
 from conftest import TINY
 
@@ -86,29 +87,16 @@ def test_covers_of_different_genres_differ_only_in_the_title() -> None:
     assert rows.max() - rows.min() < 90  # ...inside the title band, not the cover around it
 
 
-def _thumbs(docs: list[dict]) -> np.ndarray:
-    out = []
-    for d in docs:
-        im = Image.open(io.BytesIO(d["imgs"][0]["picture"]))
-        im.draft("RGB", (23, 23))
-        out.append(np.asarray(im.convert("RGB").resize((16, 16)), dtype=np.float32).ravel() / 255)
-    return np.stack(out)
-
-
 def test_pixels_separate_groups_easily_and_genres_barely(tiny_sample: Path) -> None:
     """A linear probe on 16x16 thumbnails: the designed difficulty, in miniature."""
-    from sklearn.linear_model import LogisticRegression
-
     cats = read_category_names(tiny_sample / "category_names.csv").set_index("category_id")
     docs = _docs(tiny_sample / "train.bson")
-    x = _thumbs(docs)
+    x = thumbnails(docs)
     y3 = np.array([d["category_id"] for d in docs])
     y1 = cats.loc[y3, "category_level1"].to_numpy()
-    n = len(docs) * 2 // 3
-    acc1 = LogisticRegression(max_iter=1000).fit(x[:n], y1[:n]).score(x[n:], y1[n:])
-    books = np.flatnonzero(y1 == "LIBRAIRIE")
-    tr, te = books[books < n], books[books >= n]
-    acc_books = LogisticRegression(max_iter=1000).fit(x[tr], y3[tr]).score(x[te], y3[te])
-    majority = pd.Series(y3[tr]).value_counts().iloc[0] / len(tr)
+    train = np.arange(len(docs)) < len(docs) * 2 // 3
+    acc1, _ = probe(x, y1, train)
+    books = y1 == "LIBRAIRIE"
+    acc_books, majority = probe(x[books], y3[books], train[books])
     assert acc1 >= 0.85
     assert acc_books <= majority + 0.15  # genre is not in the pixels

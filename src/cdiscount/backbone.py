@@ -12,6 +12,7 @@ from . import distributed, paths
 from .atomic import write_json
 from .evaluation import evaluate_products, write_csv
 from .infer import run_inference
+from .params import config_from
 from .train import TrainConfig, load_model, train_backbone
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class PredictConfig:
 
 def run_backbone(train_params: dict[str, Any], predict_params: dict[str, Any], *, progress: bool = True) -> dict:
     cfg = TrainConfig.from_params(train_params)
-    pcfg = PredictConfig(**predict_params)
+    pcfg = config_from(PredictConfig, predict_params, "predict")
     train_backbone(cfg, paths.INTERIM, paths.SPLIT, paths.BACKBONE, paths.CHECKPOINTS, paths.LIVE_TRAIN,
                    progress=progress)
     ctx = distributed.setup(cfg.device)

@@ -1,8 +1,11 @@
 """Read ``params.yaml``: the single place where a user changes what the pipeline does."""
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 import yaml
 
@@ -22,3 +25,12 @@ def section(name: str, path: str | Path = "params.yaml") -> dict[str, Any]:
     if name not in params:
         raise KeyError(f"{path}: no section '{name}' (have: {', '.join(params)})")
     return params[name]
+
+
+def config_from(cls: type[T], params: dict[str, Any], section_name: str) -> T:
+    """Build a config dataclass from a params section; a misspelt key is an error, not a silent default."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(f"unknown {section_name} params: {sorted(unknown)} (known: {sorted(known)})")
+    return cls(**params)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from .data import ImageDataset, epoch_order
 from .decode import open_store
 from .images import normalise
 from .models import build_backbone
+from .params import config_from
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,7 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"unknown train params: {sorted(unknown)} (known: {sorted(known)})")
-        return cls(**params)
+        return config_from(cls, params, "train")
 
     def phases(self) -> list[str]:
         return ["head"] * self.head_epochs + ["full"] * self.full_epochs

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..atomic import atomic_dir
+from ..params import config_from
 from ..taxonomy import read_category_names
 from . import draw
 from .vocabulary import FILLER_WORDS, GENRE_WORDS, NAMES
@@ -53,11 +54,7 @@ class SampleConfig:
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> SampleConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(f"unknown sample params: {sorted(unknown)} (known: {sorted(known)})")
-        return cls(**params)
+        return config_from(cls, params, "sample")
 
 
 def sample_categories() -> pd.DataFrame:
