@@ -74,3 +74,12 @@ def test_cached_weights_are_used_without_network(tmp_path: Path, monkeypatch) ->
     torch.save(reference.state_dict(), ckpt)  # a locally built stand-in for the real file
     model = build_backbone("resnet18", 4, "imagenet")
     assert torch.equal(model.body.conv1.weight, reference.conv1.weight)
+
+
+def test_features_dim_adds_a_trainable_bottleneck() -> None:
+    model = build_backbone("vanilla_cnn", 5, "none", features_dim=16).eval()
+    assert model.feature_dim == 16
+    assert model.features(torch.rand(3, 3, 32, 32)).shape == (3, 16)
+    model.freeze_body(0)
+    trainable = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"neck", "head"}

@@ -134,3 +134,13 @@ m = train_backbone(cfg, Path({str(tiny_interim)!r}), Path({str(split_path)!r}), 
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["val_image_accuracy"] == r1["val_image_accuracy"]
     assert (tmp_path / "m.pt").exists() and len(list((tmp_path / "ckpt").glob("*.pt"))) == 3
+
+
+def test_cap_per_category_keeps_at_most_cap_of_each_class() -> None:
+    from cdiscount.train import cap_rows
+
+    labels = np.array([0] * 50 + [1] * 3 + [2] * 10)
+    keep = cap_rows(labels, 5, seed=1)
+    assert np.bincount(labels[keep]).tolist() == [5, 3, 5]
+    assert (np.diff(keep) > 0).all() and (keep == cap_rows(labels, 5, seed=1)).all()
+    assert len(cap_rows(labels, 0, seed=1)) == len(labels)

@@ -56,6 +56,8 @@ class TrainConfig:
     hflip: bool = True
     balance_power: float = 0.0  # class-balanced sampling: 0 = natural, 1 = uniform over classes
     dropout: float = 0.2
+    features_dim: int = 0  # > 0: a bottleneck of this width before the head (the cached features)
+    cap_per_category: int = 0  # > 0: at most this many training pictures per category (report 000: 300)
     workers: int = 2
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp16 | off
     channels_last: bool = True
@@ -81,7 +83,16 @@ class TrainData:
     categories: list[int]  # category_id of each class index (taxonomy order)
 
 
-def load_train_data(interim: Path, split_path: Path) -> TrainData:
+def cap_rows(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
+    """Positions keeping at most ``cap`` per class (a seeded choice; all when ``cap <= 0``), in order."""
+    if cap <= 0:
+        return np.arange(len(labels))
+    order = np.random.default_rng(seed).permutation(len(labels))
+    rank = pd.Series(labels[order]).groupby(labels[order]).cumcount().to_numpy()
+    return np.sort(order[rank < cap])
+
+
+def load_train_data(interim: Path, split_path: Path, cap_per_category: int = 0, seed: int = 0) -> TrainData:
     """Image rows and class indices of the training and validation folds."""
     tax = pd.read_parquet(interim / "taxonomy.parquet", columns=["category_id", "idx"])
     images = pd.read_parquet(interim / "train_images.parquet", columns=["_id", "category_id"])
@@ -89,7 +100,9 @@ def load_train_data(interim: Path, split_path: Path) -> TrainData:
     f = images["_id"].map(fold).astype(str).to_numpy()
     idx = images["category_id"].map(tax.set_index("category_id")["idx"]).to_numpy(np.int64)
     rows = np.arange(len(images))
-    return TrainData(open_store(interim, "train"), rows[f == "train"], idx[f == "train"], rows[f == "val"],
+    train_rows, train_idx = rows[f == "train"], idx[f == "train"]
+    keep = cap_rows(train_idx, cap_per_category, seed)
+    return TrainData(open_store(interim, "train"), train_rows[keep], train_idx[keep], rows[f == "val"],
                      idx[f == "val"], tax.sort_values("idx")["category_id"].astype(int).tolist())
 
 
@@ -142,8 +155,9 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
     """Train (or resume training) and write ``model_out``; returns the last epoch's metrics."""
     ctx = distributed.setup(cfg.device)
     torch.manual_seed(cfg.seed)
-    data = load_train_data(interim, split_path)
-    model = build_backbone(cfg.arch, len(data.categories), cfg.pretrained, cfg.dropout).to(ctx.device)
+    data = load_train_data(interim, split_path, cfg.cap_per_category, cfg.seed)
+    model = build_backbone(cfg.arch, len(data.categories), cfg.pretrained, cfg.dropout,
+                           cfg.features_dim).to(ctx.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     phases = cfg.phases()
@@ -275,7 +289,8 @@ def save_model(model, cfg: TrainConfig, categories: list[int], path: Path) -> No
 def load_model(path: str | Path, device: str | torch.device = "cpu"):
     """Rebuild a saved backbone (no download: the weights are in the file)."""
     blob = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_backbone(blob["arch"], blob["n_classes"], "none", blob["dropout"])
+    model = build_backbone(blob["arch"], blob["n_classes"], "none", blob["dropout"],
+                           blob["config"].get("features_dim", 0))
     model.load_state_dict(blob["state_dict"])
     from .models.registry import Normalisation
 
