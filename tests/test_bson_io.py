@@ -4,7 +4,8 @@ from pathlib import Path
 import bson
 import pytest
 
-from cdiscount.bson_io import ImageStore, frame, iter_documents, picture_offsets
+from cdiscount.blocks import iter_documents
+from cdiscount.bson_io import ImageStore, frame, picture_offsets
 from cdiscount.errors import InputError
 
 JPEG = b"\xff\xd8\xff\xe0"
@@ -40,6 +41,8 @@ def test_iter_documents_reports_truncation(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="truncated") as e:
         list(iter_documents(p))
     assert e.value.offset == len(bson.encode({"_id": 1, "imgs": []}))
+    p.write_bytes(data * 3)
+    assert [d["_id"] for _, d in iter_documents(p, block_size=40)] == [1, 2] * 3  # across many blocks
 
 
 def test_image_store_reads_back_exact_bytes(tmp_path: Path) -> None:

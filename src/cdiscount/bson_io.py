@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
-import bson
 import numpy as np
 import pyarrow.parquet as pq
 
@@ -79,34 +77,6 @@ def picture_offsets(buf: bytes | bytearray, pictures: list[bytes], start: int = 
 def is_jpeg(data: bytes) -> bool:
     """True if ``data`` starts with a JPEG SOI marker followed by a marker byte."""
     return data[:3] == _JPEG_MAGIC
-
-
-def iter_documents(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(offset, document)`` for every document of a BSON file (simple, single process).
-
-    For tools and tests; the decode stage uses the parallel block reader instead.
-    """
-    path = Path(path)
-    offset = 0
-    with open(path, "rb") as f:
-        while True:
-            head = f.read(4)
-            if not head:
-                return
-            if len(head) < 4:
-                raise InputError(path, "truncated length prefix", offset=offset)
-            (length,) = struct.unpack("<i", head)
-            if length < 5 or length > MAX_DOCUMENT:
-                raise InputError(path, f"invalid BSON document length {length}", offset=offset)
-            body = f.read(length - 4)
-            if len(body) < length - 4:
-                raise InputError(path, f"truncated document: {length} bytes declared, {len(body) + 4} present", offset=offset)
-            try:
-                doc = bson.decode(head + body)
-            except Exception as e:  # bson.errors.InvalidBSON and friends
-                raise InputError(path, f"invalid BSON document: {e}", offset=offset) from e
-            yield offset, doc
-            offset += length
 
 
 class ImageStore:

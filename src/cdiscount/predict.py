@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .bson_io import iter_documents
+from .blocks import iter_documents
 from .images import decode_image, normalise, resize
 from .train import load_model
 
