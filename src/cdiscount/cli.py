@@ -75,6 +75,12 @@ def _predict(args: argparse.Namespace, params: dict[str, Any]) -> None:
     print(run_predict(args.paths, args.model, args.taxonomy, args.top))
 
 
+def _groups(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .groups import run_groups
+
+    run_groups(params.get("groups", {}))
+
+
 def _archs(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from .models import available_architectures
 
@@ -103,6 +109,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], None], 
                                         "(params: train, predict)"),
     "baseline": (_baseline, "the organiser's image-similarity benchmark: perceptual hash, nearest training "
                             "picture (params: baseline)"),
+    "groups": (_groups, "sets of categories that get a specific classifier (params: groups)"),
     "predict": (_predict, "top-5 categories of image files (one product) or of each product of a BSON"),
     "archs": (_archs, "list the architectures train.arch accepts"),
     "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
