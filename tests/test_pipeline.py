@@ -38,6 +38,8 @@ def repo_copy(tmp_path: Path) -> Path:
     params["train"].update(image_size=64, batch_size=32, head_epochs=1, full_epochs=1, workers=0)
     params["predict"].update(workers=0, flip_tta=False)
     params["baseline"].update(workers=1)
+    params["specific"].update(slots=["g0", "g1", "g2"], epochs=3)
+    params["fusion"].update(epochs=2)
     (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
@@ -52,7 +54,18 @@ def _ran(log: str) -> list[str]:
 
 def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -> None:
     log = _dvc(repo_copy, "repro")
-    assert _ran(log) == ["sample", "decode", "dedup", "split", "train_backbone", "baseline"]
+    assert _ran(log)[:5] == ["sample", "decode", "dedup", "split", "train_backbone"]
+    assert set(_ran(log)) == {"sample", "decode", "dedup", "split", "train_backbone", "baseline", "groups",
+                              "specific@g0", "specific@g1", "specific@g2", "fusion", "hierarchy", "ensemble",
+                              "submission"}
+    assert _ran(log)[-2:] == ["ensemble", "submission"]
+    hierarchy = json.loads((repo_copy / "metrics/hierarchy.json").read_text())
+    assert {"flat_product_accuracy", "hierarchical_product_accuracy", "fusion_product_accuracy"} <= set(hierarchy)
+    ensemble = json.loads((repo_copy / "metrics/ensemble.json").read_text())
+    assert ensemble["product_accuracy_before_override"] >= max(ensemble["components"].values())
+    sub = pd.read_csv(repo_copy / "submissions/submission.csv")
+    test_ids = pd.read_parquet(repo_copy / "data/interim/test_products.parquet")["_id"]
+    assert list(sub.columns) == ["_id", "category_id"] and sub["_id"].tolist() == test_ids.tolist()
     split = pd.read_parquet(repo_copy / "data/processed/split.parquet")
     assert len(split) == TINY.train_products and set(split["fold"]) == {"train", "val"}
     test_preds = pd.read_parquet(repo_copy / "data/preds/backbone/test_products.parquet")
@@ -62,15 +75,22 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     assert "product_accuracy" in json.loads((repo_copy / "metrics/baseline.json").read_text())
     assert "Data and pipelines are up to date" in _dvc(repo_copy, "repro")
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    params["ensemble"]["mean"] = "arithmetic"
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_dvc(repo_copy, "repro")) == ["ensemble", "submission"]
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["predict"]["top_k"] = 5  # inference only: the finished training is resumed, not redone
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = _dvc(repo_copy, "repro")
-    assert _ran(log) == ["train_backbone"] and "(epoch 2 of 2 done)" in log
+    assert _ran(log)[0] == "train_backbone" and "(epoch 2 of 2 done)" in log
+    assert not {"split", "baseline"} & set(_ran(log))  # downstream of the predictions only
     assert len(pd.read_parquet(repo_copy / "data/preds/backbone/test_products.parquet")["top_idx"].iloc[0]) == 5
     params["split"]["seed"] = 7
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     log = _dvc(repo_copy, "repro")
-    assert _ran(log) == ["split", "train_backbone", "baseline"]
+    assert _ran(log)[:2] == ["split", "train_backbone"]
+    assert set(_ran(log)) == {"split", "train_backbone", "baseline", "groups", "specific@g0", "specific@g1",
+                              "specific@g2", "fusion", "hierarchy", "ensemble", "submission"}
     assert "other train params or data" in log  # a new split: the old checkpoints are not resumed
 
 

@@ -81,6 +81,41 @@ def _groups(args: argparse.Namespace, params: dict[str, Any]) -> None:
     run_groups(params.get("groups", {}))
 
 
+def _specific(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .specific import run_specific
+
+    p = params.get("specific", {})
+    run_specific(args.slot, p.get("slots", []), p)
+
+
+def _fusion(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .fusion import run_fusion
+
+    run_fusion(params.get("fusion", {}), progress=args.progress)
+
+
+def _hierarchy(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .hierarchy import run_hierarchy
+
+    run_hierarchy(params.get("hierarchy", {}), progress=args.progress)
+
+
+def _ensemble(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .ensemble import run_ensemble
+
+    run_ensemble(params.get("ensemble", {}), progress=args.progress)
+
+
+def _submission(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .atomic import write_json
+    from .submission import run_submission
+
+    out = args.out or paths.SUBMISSION
+    summary = run_submission(paths.PREDS / "ensemble" / "test_labels.parquet", paths.INTERIM, out)
+    write_json(paths.METRICS / "submission.json", summary)
+    log.info("wrote %s and %s.gz: %s (valid); upload with: cdiscount submit %s.gz", out, out, summary, out)
+
+
 def _archs(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from .models import available_architectures
 
@@ -100,7 +135,34 @@ def _read_image(args: argparse.Namespace, params: dict[str, Any]) -> None:
         sys.stdout.buffer.write(data)
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], None], str]] = {
+def _validate_submission(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from .submission import read_test_ids, validate_submission
+
+    test_ids = read_test_ids(args.test)
+    problems = validate_submission(args.file, test_products=test_ids, categories=args.categories)
+    if not problems:
+        print(f"valid: {len(test_ids)} rows")
+        return 0
+    print("\n".join(problems))
+    print(f"invalid: {args.file} ({len(problems)} problems listed)")
+    return 1
+
+
+def _submit(args: argparse.Namespace, params: dict[str, Any]) -> int:
+    from .kaggle_submit import default_message, submit
+
+    return submit(args.file, args.message or default_message(paths.METRICS), competition=args.competition)
+
+
+def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .report import write_report
+
+    out = write_report(args.out)
+    log.info("wrote %s and %s", out / "report.md", out / "report.html")
+
+
+#: name -> (handler, help); a handler may return an exit status (None means 0).
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], int | None], str]] = {
     "sample": (_sample, "generate the embedded mini-Cdiscount (params: sample)"),
     "decode": (_decode, "index train.bson / test.bson: offsets, MD5s, taxonomy (params: data, decode)"),
     "dedup": (_dedup, "exact duplicate pictures, placeholders, test -> train lookup (params: dedup)"),
@@ -110,9 +172,20 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], None], 
     "baseline": (_baseline, "the organiser's image-similarity benchmark: perceptual hash, nearest training "
                             "picture (params: baseline)"),
     "groups": (_groups, "sets of categories that get a specific classifier (params: groups)"),
+    "specific": (_specific, "train one group's expert on cached features (params: specific)"),
+    "fusion": (_fusion, "product-level head over all pictures of a product, on cached features (params: fusion)"),
+    "hierarchy": (_hierarchy, "route the flat predictions through the group experts, soft and hard "
+                              "(params: hierarchy)"),
+    "ensemble": (_ensemble, "weighted mix of every component + duplicate-picture override (params: ensemble)"),
+    "submission": (_submission, "write and validate submissions/submission.csv(.gz) from the ensemble"),
     "predict": (_predict, "top-5 categories of image files (one product) or of each product of a BSON"),
     "archs": (_archs, "list the architectures train.arch accepts"),
     "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
+    "validate-submission": (_validate_submission, "check a submission CSV (or .csv.gz) line by line; exit 1 "
+                                                  "when invalid"),
+    "submit": (_submit, "upload a submission with the kaggle CLI, or print the exact command"),
+    "report": (_report, "offline Markdown + self-contained HTML report of the current run (metrics, curves, "
+                        "per-category accuracy, confusion distances)"),
 }
 
 
@@ -135,12 +208,30 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--taxonomy", type=Path, default=paths.INTERIM / "taxonomy.parquet",
                             help="category names (default: the decode stage's taxonomy)")
             sp.add_argument("--top", type=int, default=5)
+        if name == "report":
+            sp.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+        if name == "submission":
+            sp.add_argument("--out", type=Path, help=f"CSV to write (default: {paths.SUBMISSION})")
+        if name == "specific":
+            sp.add_argument("slot", help="a name from specific.slots: the expert of the slot's group")
         if name == "read-image":
             sp.add_argument("split", choices=["train", "test"])
             sp.add_argument("id", type=int, help="product _id")
             sp.add_argument("img_idx", type=int, nargs="?", default=0, help="picture index (default 0)")
             sp.add_argument("-o", "--output", help="file to write (default: stdout)")
             sp.add_argument("--interim", type=Path, default=paths.INTERIM, help=argparse.SUPPRESS)
+        if name == "validate-submission":
+            sp.add_argument("file", type=Path, help="submission .csv or .csv.gz")
+            sp.add_argument("--test", type=Path, default=paths.INTERIM / "test_products.parquet",
+                            help="test.bson, or the decode stage's test_products.parquet (the default)")
+            sp.add_argument("--categories", type=Path, default=paths.INTERIM / "taxonomy.parquet",
+                            help="category_names.csv, or the decode stage's taxonomy.parquet (the default)")
+        if name == "submit":
+            from .kaggle_submit import COMPETITION
+
+            sp.add_argument("file", type=Path, help="submission .csv or .csv.gz")
+            sp.add_argument("-m", "--message", help="default: experiment name and validation accuracy")
+            sp.add_argument("-c", "--competition", default=COMPETITION, help=f"default: {COMPETITION}")
     return ap
 
 
@@ -149,9 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        needs_params = args.command not in ("read-image", "archs", "predict")
+        needs_params = args.command not in ("read-image", "archs", "predict", "validate-submission", "submit",
+                                             "report")
         params = load_params(args.params) if Path(args.params).exists() or needs_params else {}
-        COMMANDS[args.command][0](args, params)
+        status = COMMANDS[args.command][0](args, params)
     except InputError as e:
         log.error("%s", e)
         return 2
@@ -161,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, KeyError, ValueError) as e:
         log.error("%s: %s", type(e).__name__, e)
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":

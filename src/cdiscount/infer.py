@@ -107,10 +107,3 @@ def run_inference(model, blob: dict[str, Any], interim: Path, features_root: Pat
                         desc=f"features {split}")
             store.close()
 
-
-def read_features(feature_dir: str | Path) -> tuple[pd.DataFrame, list[np.ndarray]]:
-    """The feature index and its shards, memory-mapped (nothing is loaded until sliced)."""
-    feature_dir = Path(feature_dir)
-    index = pd.read_parquet(feature_dir / "index.parquet")
-    shards = [np.load(p, mmap_mode="r") for p in sorted(feature_dir.glob("shard-*.npy"))]
-    return index, shards

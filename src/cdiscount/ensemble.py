@@ -1,0 +1,238 @@
+"""Stage ``ensemble``: weighted combination of every component, then the duplicate-picture override.
+
+Weights are searched on a simplex grid over validation products (a subsample of
+``fit_products`` at real scale), geometric (weighted log-probabilities) or arithmetic mean.
+Every one-component weight vector is on the grid, so the fitted ensemble is never worse than its
+best component on the products it was fitted on; a two-fold cross-fitted accuracy is reported
+next to it so the optimism of fitting on validation is visible.
+
+Then products whose pictures are exact copies of training pictures with one unambiguous
+category take that category (``override``); the ambiguous votes joined the weighted mix as the
+``dedup_vote`` component. On validation the lookup uses the training fold only.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from . import paths
+from .atomic import atomic_dir, write_json
+from .components import Component, candidates, combine, read_component, simplex_grid
+from .lookup import Votes, product_votes, vote_component
+from .params import config_from
+from .topk import SCHEMA_FIELDS
+
+log = logging.getLogger(__name__)
+
+PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
+LABEL_SCHEMA = pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("source", pa.string())])
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """The ``ensemble`` section of params.yaml."""
+
+    components: list[str] = field(default_factory=lambda: ["backbone", "fusion", "hierarchy", "ocr"])
+    mean: str = "geometric"  # geometric | arithmetic
+    weight_step: float = 0.1
+    fit_products: int = 50000
+    dedup_blend: bool = True
+    override: bool = True
+    min_votes: int = 1
+    vote_smoothing: float = 0.1
+    placeholder_min_categories: int = 2
+    top_k: int = 20
+    chunk: int = 20000
+    seed: int = 0
+
+
+def component_paths(name: str) -> dict[str, Path]:
+    """Where a component's validation and test predictions are (the backbone keeps all train products)."""
+    base = paths.PREDS / name
+    if name == "backbone":
+        return {"val": base / "train_products.parquet", "test": base / "test_products.parquet"}
+    return {"val": base / "val_products.parquet", "test": base / "test_products.parquet"}
+
+
+def candidate_probs(comps: list[Component], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates [N, U], per-component candidate probabilities [M, N, U])."""
+    cand = candidates(comps)
+    return cand, np.stack([c.lookup(cand, n_classes) for c in comps])
+
+
+def fit_weights(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str, step: float
+                ) -> tuple[np.ndarray, float]:
+    """Grid weights with the best top-1 accuracy (first best wins: the grid starts one-hot-last)."""
+    logp = np.log(probs)
+    best, best_w = -1.0, None
+    for w in simplex_grid(len(probs), step):
+        pred = cand[np.arange(len(cand)), combine(logp, probs, w, mean).argmax(axis=1)]
+        acc = float((pred == true).mean()) if len(true) else 0.0
+        if acc > best + 1e-12:
+            best, best_w = acc, w
+    return best_w, best
+
+
+def _subset(comps: list[Component], rows: np.ndarray) -> list[Component]:
+    return [Component(c.name, c.idx[rows], c.prob[rows]) for c in comps]
+
+
+def _scores(comps: list[Component], w: np.ndarray, mean: str, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    cand, probs = candidate_probs(comps, n_classes)
+    s = combine(np.log(probs), probs, w, mean)
+    return cand, s
+
+
+def run_ensemble(params: dict[str, Any], dedup_params: dict[str, Any] | None = None, *,
+                 progress: bool = True) -> dict[str, Any]:
+    cfg = config_from(EnsembleConfig, params, "ensemble")
+    tax = pd.read_parquet(paths.INTERIM / "taxonomy.parquet").sort_values("idx")
+    n_classes, idx_of = len(tax), tax.set_index("category_id")["idx"]
+    cat_of = tax["category_id"].to_numpy()
+    split = pd.read_parquet(paths.SPLIT)
+    val = split[split["fold"] == "val"]
+    ids = {"val": val["_id"].to_numpy(),
+           "test": pd.read_parquet(paths.INTERIM / "test_products.parquet", columns=["_id"])["_id"].to_numpy()}
+    true = val["category_id"].map(idx_of).to_numpy()
+    comps: dict[str, list[Component]] = {"val": [], "test": []}
+    for name in cfg.components:
+        where = component_paths(name)
+        if not all(p.exists() for p in where.values()):
+            log.info("component %s: no predictions at %s, left out", name, where["val"].parent)
+            continue
+        for s in ("val", "test"):
+            comps[s].append(read_component(name, where[s], ids[s]))
+    if not comps["val"]:
+        raise ValueError(f"ensemble: none of the components {cfg.components} has predictions under {paths.PREDS}")
+    votes = _votes(cfg, val)
+    if cfg.dedup_blend:
+        for s in ("val", "test"):
+            comps[s].append(vote_component(votes[s], ids[s], idx_of, cfg.vote_smoothing))
+    names = [c.name for c in comps["val"]]
+
+    rng = np.random.default_rng(cfg.seed)
+    fit_rows = np.sort(rng.permutation(len(true))[: cfg.fit_products])
+    cand, probs = candidate_probs(_subset(comps["val"], fit_rows), n_classes)
+    weights, _ = fit_weights(probs, cand, true[fit_rows], cfg.mean, cfg.weight_step)
+    cv = _cross_fitted(probs, cand, true[fit_rows], cfg, rng)
+    log.info("ensemble weights: %s", {n: round(float(w), 3) for n, w in zip(names, weights)})
+    models_only = [i for i, n in enumerate(names) if n != "dedup_vote"]
+    no_dedup = np.zeros_like(weights)
+    no_dedup[models_only] = fit_weights(probs[models_only], cand, true[fit_rows], cfg.mean, cfg.weight_step)[0]
+
+    out_dir = paths.PREDS / "ensemble"
+    with atomic_dir(out_dir) as tmp:
+        val_top1 = _apply(comps["val"], weights, cfg, n_classes, ids["val"], tmp / "val_products.parquet", progress)
+        test_top1 = _apply(comps["test"], weights, cfg, n_classes, ids["test"], tmp / "test_products.parquet",
+                           progress)
+        test_labels, test_source = _override(cat_of[test_top1], ids["test"], votes["test"], cfg.override)
+        pq.write_table(pa.table({"_id": ids["test"], "category_id": test_labels, "source": test_source},
+                                schema=LABEL_SCHEMA), tmp / "test_labels.parquet")
+    val_labels, val_source = _override(cat_of[val_top1], ids["val"], votes["val"], cfg.override)
+    truth = val["category_id"].to_numpy()
+    plain = np.zeros(len(true), dtype=np.int64)
+    for rows, cand, s in _chunks(comps["val"], no_dedup, cfg, n_classes):
+        plain[rows] = cand[np.arange(len(rows)), s.argmax(axis=1)]
+    per_comp = {c.name: float((c.idx[:, 0] == true).mean()) for c in comps["val"]}
+    overridden = val_source == "override"
+    metrics = {
+        "products": int(len(true)),
+        "product_accuracy": float((val_labels == truth).mean()),
+        "product_accuracy_before_override": float((cat_of[val_top1] == truth).mean()),
+        "product_accuracy_cross_fitted": cv,
+        "product_accuracy_without_dedup": float((plain == true).mean()),
+        "dedup_gain": float((val_labels == truth).mean() - (plain == true).mean()),
+        "override_gain": float((val_labels == truth).mean() - (cat_of[val_top1] == truth).mean()),
+        "override_products": int(overridden.sum()),
+        "override_precision": float((val_labels[overridden] == truth[overridden]).mean()) if overridden.any()
+        else float("nan"),
+        "test_override_products": int((test_source == "override").sum()),
+        "mean": cfg.mean,
+        "weights": dict(zip(names, [float(w) for w in weights])),
+        "components": per_comp,
+    }
+    best = max(per_comp.values())
+    if metrics["product_accuracy_before_override"] + 1e-9 < best:
+        log.warning("ensemble (%.4f) is below its best component (%.4f) on validation: weights were fitted on "
+                    "a subsample; raise ensemble.fit_products", metrics["product_accuracy_before_override"], best)
+    write_json(paths.METRICS / "ensemble.json", metrics)
+    log.info("ensemble on validation: %s", json.dumps(metrics))
+    return metrics
+
+
+def _cross_fitted(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, cfg: EnsembleConfig,
+                  rng: np.random.Generator) -> float:
+    """Two-fold accuracy: weights fitted on one half of the products, measured on the other."""
+    half = rng.random(len(true)) < 0.5
+    correct = 0
+    for fit in (half, ~half):
+        w, _ = fit_weights(probs[:, fit], cand[fit], true[fit], cfg.mean, cfg.weight_step)
+        s = combine(np.log(probs[:, ~fit]), probs[:, ~fit], w, cfg.mean)
+        correct += int((cand[~fit][np.arange((~fit).sum()), s.argmax(axis=1)] == true[~fit]).sum())
+    return correct / max(len(true), 1)
+
+
+def _chunks(comps: list[Component], weights: np.ndarray, cfg: EnsembleConfig, n_classes: int, desc: str = ""):
+    """``(rows, candidates, scores)`` of the weighted mix, ``cfg.chunk`` products at a time."""
+    n = len(comps[0].idx)
+    for b in tqdm(range(0, n, cfg.chunk), desc=desc, unit="chunk", disable=not desc):
+        rows = np.arange(b, min(b + cfg.chunk, n))
+        yield rows, *_scores(_subset(comps, rows), weights, cfg.mean, n_classes)
+
+
+def _apply(comps: list[Component], weights: np.ndarray, cfg: EnsembleConfig, n_classes: int, ids: np.ndarray,
+           out: Path, progress: bool) -> np.ndarray:
+    """Top-K of the weighted mix, chunk by chunk, into ``out``; returns the top-1 class per product."""
+    top1 = np.zeros(len(ids), dtype=np.int64)
+    with pq.ParquetWriter(out, PRODUCT_SCHEMA) as w:
+        for rows, cand, s in _chunks(comps, weights, cfg, n_classes, f"ensemble {out.stem}" if progress else ""):
+            top_idx, top_prob = _topk_unique(cand, s, cfg.top_k)
+            top1[rows] = top_idx[:, 0]
+            w.write_table(pa.table({"_id": ids[rows], "top_idx": list(top_idx.astype(np.int16)),
+                                    "top_prob": list(top_prob.astype(np.float32))}, schema=PRODUCT_SCHEMA))
+        if len(ids) == 0:
+            w.write_table(PRODUCT_SCHEMA.empty_table())
+    return top1
+
+
+def _topk_unique(cand: np.ndarray, score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the K best distinct candidates and their scores normalised over the candidates."""
+    by_class = np.argsort(cand, axis=1, kind="stable")
+    c = np.take_along_axis(cand, by_class, axis=1)
+    s = np.take_along_axis(score, by_class, axis=1).astype(np.float64)
+    s[:, 1:][c[:, 1:] == c[:, :-1]] = -np.inf  # a class listed by several components counts once
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    c, s = np.take_along_axis(c, order, axis=1), np.take_along_axis(s, order, axis=1)
+    p = np.exp(s - s[:, :1])
+    return c, p / p.sum(axis=1, keepdims=True)
+
+
+def _votes(cfg: EnsembleConfig, val: pd.DataFrame) -> dict[str, Votes]:
+    """Validation votes from the training fold only; test votes from every training product."""
+    dup = pd.read_parquet(paths.DEDUP / "duplicates.parquet", columns=["split", "_id", "md5", "category_id"])
+    hashes = pd.read_parquet(paths.DEDUP / "hashes.parquet", columns=["md5", "is_blank"])
+    blank = frozenset(hashes.loc[hashes["is_blank"], "md5"])
+    train = dup[dup["split"] == "train"]
+    in_val = train["_id"].isin(val["_id"])
+    kw = {"placeholder_min_categories": cfg.placeholder_min_categories, "blank_md5": blank,
+          "min_votes": cfg.min_votes}
+    return {"val": product_votes(train[in_val], train[~in_val], **kw),
+            "test": product_votes(dup[dup["split"] == "test"], train, **kw)}
+
+
+def _override(labels: np.ndarray, ids: np.ndarray, votes: Votes, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Labels after the override, and per product ``model`` or ``override``."""
+    sure = votes.label.reindex(ids).to_numpy() if enabled else np.full(len(ids), np.nan)
+    take = ~pd.isna(sure)
+    out = labels.copy()
+    out[take] = sure[take].astype(np.int64)
+    return out, np.where(take, "override", "model")

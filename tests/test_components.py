@@ -1,0 +1,39 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from cdiscount.components import Component, candidates, combine, from_frame, simplex_grid
+
+
+def test_lookup_uses_the_top_k_value_or_the_row_floor() -> None:
+    c = Component("a", np.array([[2, 0, -1]]), np.array([[0.6, 0.2, 0.0]], dtype=np.float32))
+    assert np.isclose(c.floor(5)[0], 0.2 / 3)  # 0.2 left over, 3 classes outside the 2 listed
+    assert np.allclose(c.lookup(np.array([[0, 1, 2]]), 5), [[0.2, 0.2 / 3, 0.6]])
+
+
+def test_from_frame_aligns_to_the_given_order_and_names_missing_products() -> None:
+    frame = pd.DataFrame({"_id": [5, 9], "top_idx": [[1, 2], [3]], "top_prob": [[0.5, 0.4], [0.9]]})
+    c = from_frame("x", frame, np.array([9, 5]))
+    assert c.idx.tolist() == [[3, -1], [1, 2]] and np.allclose(c.prob[0], [0.9, 0])
+    with pytest.raises(ValueError, match=r"component 'x': 1 products .* \[7\]"):
+        from_frame("x", frame, np.array([5, 7]))
+
+
+def test_candidates_and_means() -> None:
+    a = Component("a", np.array([[0, 1]]), np.array([[0.7, 0.3]], dtype=np.float32))
+    b = Component("b", np.array([[1, -1]]), np.array([[0.9, 0.0]], dtype=np.float32))
+    cand = candidates([a, b])
+    assert set(cand[0]) == {0, 1}
+    probs = np.stack([a.lookup(cand, 3), b.lookup(cand, 3)])
+    geo = combine(np.log(probs), probs, np.array([0.5, 0.5]), "geometric")
+    ari = combine(np.log(probs), probs, np.array([0.5, 0.5]), "arithmetic")
+    assert cand[0][geo[0].argmax()] == 1 and cand[0][ari[0].argmax()] == 1
+    assert cand[0][combine(np.log(probs), probs, np.array([1.0, 0.0]), "geometric")[0].argmax()] == 0
+    with pytest.raises(ValueError, match="ensemble.mean"):
+        combine(np.log(probs), probs, np.array([1.0, 0.0]), "median")
+
+
+def test_simplex_grid_covers_the_one_hot_corners() -> None:
+    g = simplex_grid(3, 0.5)
+    assert len(g) == 6 and np.allclose(g.sum(axis=1), 1)
+    assert {tuple(r) for r in g} >= {(1, 0, 0), (0, 1, 0), (0, 0, 1)}
