@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench ocr-engine clean-venv
+.PHONY: setup repro test bench report ocr-engine clean-venv
 
 ## setup: create .venv, install the package (editable, pinned deps) and the OCR engine. Idempotent.
 setup: $(VENV)/.installed ocr-engine
@@ -37,6 +37,10 @@ test: setup
 bench: setup
 	python bench/decode.py
 	python bench/train.py
+
+## report: offline report of the current run: reports/report.md + self-contained reports/report.html.
+report: setup
+	cdiscount report
 
 clean-venv:
 	rm -rf $(VENV)
