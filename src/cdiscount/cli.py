@@ -15,6 +15,7 @@ from typing import Any
 from . import paths
 from .errors import InputError
 from .models.weights import WeightsUnavailable
+from .ocr.engines import OcrEngineUnavailable
 from .params import load_params
 
 log = logging.getLogger("cdiscount")
@@ -100,6 +101,18 @@ def _hierarchy(args: argparse.Namespace, params: dict[str, Any]) -> None:
     run_hierarchy(params.get("hierarchy", {}), progress=args.progress)
 
 
+def _ocr(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .ocr.stage import run_ocr
+
+    run_ocr(params.get("ocr", {}), progress=args.progress)
+
+
+def _ocr_classifier(args: argparse.Namespace, params: dict[str, Any]) -> None:
+    from .ocr.stage import run_ocr_classifier
+
+    run_ocr_classifier(params.get("ocr", {}), params.get("ocr_classifier", {}))
+
+
 def _ensemble(args: argparse.Namespace, params: dict[str, Any]) -> None:
     from .ensemble import run_ensemble
 
@@ -161,6 +174,21 @@ def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
     log.info("wrote %s and %s", out / "report.md", out / "report.html")
 
 
+def _preset(args: argparse.Namespace, params: dict[str, Any]) -> int | None:
+    from .presets import describe, listing, run_preset
+
+    if not args.name:
+        print(listing())
+        return None
+    print(describe(args.name, sample=not args.faithful, queue=args.queue), flush=True)
+    if args.run:
+        status = run_preset(args.name, sample=not args.faithful, queue=args.queue)
+        if status == 0 and args.queue:
+            print("queued: `dvc queue start` runs it, `dvc queue status` shows failures")
+        return status
+    return None
+
+
 #: name -> (handler, help); a handler may return an exit status (None means 0).
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], int | None], str]] = {
     "sample": (_sample, "generate the embedded mini-Cdiscount (params: sample)"),
@@ -176,10 +204,14 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], int | N
     "fusion": (_fusion, "product-level head over all pictures of a product, on cached features (params: fusion)"),
     "hierarchy": (_hierarchy, "route the flat predictions through the group experts, soft and hard "
                               "(params: hierarchy)"),
+    "ocr": (_ocr, "read the covers of the selected level-1 groups; text cached per picture MD5 (params: ocr)"),
+    "ocr-classifier": (_ocr_classifier, "TF-IDF text model on the OCR text, fused with the image model "
+                                        "(params: ocr.level1, ocr_classifier)"),
     "ensemble": (_ensemble, "weighted mix of every component + duplicate-picture override (params: ensemble)"),
     "submission": (_submission, "write and validate submissions/submission.csv(.gz) from the ensemble"),
     "predict": (_predict, "top-5 categories of image files (one product) or of each product of a BSON"),
     "archs": (_archs, "list the architectures train.arch accepts"),
+    "preset": (_preset, "list the reference reports' systems, or print / run / queue one's `dvc exp run -S ...`"),
     "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
     "validate-submission": (_validate_submission, "check a submission CSV (or .csv.gz) line by line; exit 1 "
                                                   "when invalid"),
@@ -210,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--top", type=int, default=5)
         if name == "report":
             sp.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: reports)")
+        if name == "preset":
+            sp.add_argument("name", nargs="?", help="a preset (none: list them)")
+            sp.add_argument("--run", action="store_true", help="run the printed `dvc exp run` (the venv's dvc)")
+            sp.add_argument("--queue", action="store_true", help="add --queue: enqueue it for `dvc queue start`")
+            sp.add_argument("--faithful", action="store_true",
+                            help="only the report's settings: no sample-size overrides, no ImageNet fallback")
         if name == "submission":
             sp.add_argument("--out", type=Path, help=f"CSV to write (default: {paths.SUBMISSION})")
         if name == "specific":
@@ -241,13 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
         needs_params = args.command not in ("read-image", "archs", "predict", "validate-submission", "submit",
-                                             "report")
+                                             "report", "preset")
         params = load_params(args.params) if Path(args.params).exists() or needs_params else {}
         status = COMMANDS[args.command][0](args, params)
     except InputError as e:
         log.error("%s", e)
         return 2
-    except WeightsUnavailable as e:
+    except (WeightsUnavailable, OcrEngineUnavailable) as e:
         log.error("%s", e)
         return 2
     except (FileNotFoundError, KeyError, ValueError) as e:

@@ -71,15 +71,21 @@ def candidate_probs(comps: list[Component], n_classes: int) -> tuple[np.ndarray,
 
 def fit_weights(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str, step: float
                 ) -> tuple[np.ndarray, float]:
-    """Grid weights with the best top-1 accuracy (first best wins: the grid starts one-hot-last)."""
+    """Grid weights with the best top-1 accuracy; ties go to the lowest log-loss of the true class
+    (so a component that only repeats another's ranking, or is uniform, does not win a tie)."""
     logp = np.log(probs)
-    best, best_w = -1.0, None
+    rows = np.arange(len(cand))
+    is_true = cand == true[:, None]
+    best, best_w = (-1.0, np.inf), None
     for w in simplex_grid(len(probs), step):
-        pred = cand[np.arange(len(cand)), combine(logp, probs, w, mean).argmax(axis=1)]
-        acc = float((pred == true).mean()) if len(true) else 0.0
-        if acc > best + 1e-12:
-            best, best_w = acc, w
-    return best_w, best
+        s = combine(logp, probs, w, mean)
+        acc = float((cand[rows, s.argmax(axis=1)] == true).mean()) if len(true) else 0.0
+        norm = np.logaddexp.reduce(s, axis=1)
+        hit = np.where(is_true, s, -np.inf).max(axis=1)
+        loss = float(np.mean(norm - np.where(np.isfinite(hit), hit, norm - 30.0))) if len(true) else 0.0
+        if acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and loss < best[1] - 1e-9):
+            best, best_w = (acc, loss), w
+    return best_w, best[0]
 
 
 def _subset(comps: list[Component], rows: np.ndarray) -> list[Component]:
@@ -205,12 +211,16 @@ def _apply(comps: list[Component], weights: np.ndarray, cfg: EnsembleConfig, n_c
 
 
 def _topk_unique(cand: np.ndarray, score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the K best distinct candidates and their scores normalised over the candidates."""
+    """Per row, the K best distinct candidates and their scores normalised over the candidates.
+
+    Ties keep the candidates' order, as ``argmax`` does when the weights are fitted."""
+    pos = np.broadcast_to(np.arange(cand.shape[1]), cand.shape)
     by_class = np.argsort(cand, axis=1, kind="stable")
     c = np.take_along_axis(cand, by_class, axis=1)
+    p0 = np.take_along_axis(pos, by_class, axis=1)
     s = np.take_along_axis(score, by_class, axis=1).astype(np.float64)
     s[:, 1:][c[:, 1:] == c[:, :-1]] = -np.inf  # a class listed by several components counts once
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    order = np.lexsort((p0, -s), axis=1)[:, :k]
     c, s = np.take_along_axis(c, order, axis=1), np.take_along_axis(s, order, axis=1)
     p = np.exp(s - s[:, :1])
     return c, p / p.sum(axis=1, keepdims=True)

@@ -1,12 +1,14 @@
 """Stage ``groups``: which sets of categories get a specific classifier (issue 4, first step).
 
-Two rules, by ``groups.method``:
+Three rules, by ``groups.method``:
 - ``level1_accuracy`` (reference report 001): level-1 groups the flat model recognises reliably
   (coarse accuracy >= ``high``) get an expert of their own; the middle band and the low band
   are each pooled into one group model.
 - ``confusion`` (reference report 000): categories confused with each other at least ``k`` times
   in *both* the training and the validation confusion matrices are linked, and each connected
   set of two or more categories becomes a group.
+- ``all`` (reference report 004): one group, named ``all``, holding every category, so one expert
+  (e.g. ``specific.model: ovr``, one-vs-all binary heads) re-scores every product.
 A group needs two categories or more to be worth an expert; a category may belong to no group.
 """
 from __future__ import annotations
@@ -67,6 +69,11 @@ def level1_accuracy_groups(true: np.ndarray, pred: np.ndarray, level1_of: np.nda
     return {g: sorted(c) for g, c in groups.items() if len(c) >= 2}
 
 
+def all_group(n_classes: int) -> dict[str, list[int]]:
+    """Report 004: a single group over every class (a group needs two categories to be worth an expert)."""
+    return {"all": list(range(n_classes))} if n_classes >= 2 else {}
+
+
 def _top1(preds: pd.DataFrame, ids: pd.Series) -> np.ndarray:
     top = preds.set_index("_id")["top_idx"]
     return np.array([int(a[0]) for a in top.loc[ids]], dtype=np.int64)
@@ -89,8 +96,10 @@ def run_groups(params: dict[str, Any]) -> dict[str, Any]:
     elif method == "confusion":
         sets = confusion_groups((truth["train"], guess["train"]), (truth["val"], guess["val"]), n, params.get("k", 3))
         by_index = {f"confusable {i:02d}": g for i, g in enumerate(sets)}
+    elif method == "all":
+        by_index = all_group(n)
     else:
-        raise ValueError(f"groups.method must be level1_accuracy or confusion, got {method!r}")
+        raise ValueError(f"groups.method must be level1_accuracy, confusion or all, got {method!r}")
     cats = tax["category_id"].to_numpy()
     groups = {name: cats[idx].astype(int).tolist() for name, idx in by_index.items()}
     rows = []

@@ -2,7 +2,9 @@
 
 Phase 1 trains only the new head with the pretrained body frozen (reference report 000 got
 80 % of its final accuracy this way in a third of the time); phase 2 unfreezes the last
-``unfreeze_blocks`` blocks (-1 = all) at a lower learning rate. A checkpoint is written
+``unfreeze_blocks`` blocks (-1 = all) at a lower learning rate. ``image_sizes`` gives one
+training picture size per epoch across both phases (progressive resizing, reference report 002);
+validation, inference and the saved model use the last one. A checkpoint is written
 atomically at the end of every epoch; re-running after a kill resumes from it and, on CPU
 with the same seed, ends with the same weights as an uninterrupted run.
 """
@@ -13,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ class TrainConfig:
     arch: str = "efficientnet_lite0"
     pretrained: str = "imagenet"  # imagenet | none
     image_size: int = 128
+    # Progressive resizing (report 002): one training size per epoch, head then full phase, e.g.
+    # [64, 96, 128]; empty = image_size for every epoch. The last size is the model's input size.
+    image_sizes: list[int] = field(default_factory=list)
     batch_size: int = 64
     head_epochs: int = 2
     full_epochs: int = 1
@@ -69,8 +74,25 @@ class TrainConfig:
     def from_params(cls, params: dict[str, Any]) -> TrainConfig:
         return config_from(cls, params, "train")
 
+    def __post_init__(self) -> None:
+        if self.image_sizes:
+            n = self.head_epochs + self.full_epochs
+            if len(self.image_sizes) != n or not all(isinstance(s, int) and s > 0 for s in self.image_sizes):
+                raise ValueError(f"train.image_sizes must list one positive size per epoch ({self.head_epochs} head "
+                                 f"+ {self.full_epochs} full = {n}), or be [] for image_size throughout; "
+                                 f"got {self.image_sizes}")
+
     def phases(self) -> list[str]:
         return ["head"] * self.head_epochs + ["full"] * self.full_epochs
+
+    def epoch_image_size(self, epoch: int) -> int:
+        """The training picture size of ``epoch`` (0-based)."""
+        return int(self.image_sizes[epoch]) if self.image_sizes else self.image_size
+
+    @property
+    def final_image_size(self) -> int:
+        """The size of the last epoch: validation, inference and the saved model's input size."""
+        return int(self.image_sizes[-1]) if self.image_sizes else self.image_size
 
 
 @dataclass
@@ -188,9 +210,9 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
 
         live = Live(str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None, report=None)
         live.step = start  # one step per epoch, whatever DVCLive inferred from a killed run
-    train_ds = ImageDataset(data.store, data.train_rows, data.train_labels, cfg.image_size, hflip=cfg.hflip,
-                            seed=cfg.seed)
-    val_ds = ImageDataset(data.store, data.val_rows, data.val_labels, cfg.image_size)
+    train_ds = ImageDataset(data.store, data.train_rows, data.train_labels, cfg.final_image_size,
+                            hflip=cfg.hflip, seed=cfg.seed)  # resized per epoch below
+    val_ds = ImageDataset(data.store, data.val_rows, data.val_labels, cfg.final_image_size)
     net: nn.Module = model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     scaler = torch.amp.GradScaler(enabled=cfg.amp == "fp16" and ctx.device.type == "cuda")
@@ -218,6 +240,7 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         train_ds.epoch = epoch
+        train_ds.image_size = cfg.epoch_image_size(epoch)  # set before the epoch's loader copies it to workers
         order = epoch_order(data.train_labels, epoch, cfg.seed, cfg.balance_power, ctx.rank, ctx.world)
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(_loader(train_ds, order, cfg, ctx.device), desc=f"epoch {epoch + 1}/{len(phases)} ({phase})",
@@ -280,7 +303,7 @@ def save_model(model, cfg: TrainConfig, categories: list[int], path: Path) -> No
     with atomic_path(path) as tmp:
         torch.save({
             "arch": cfg.arch, "n_classes": len(categories), "categories": categories,
-            "image_size": cfg.image_size, "mean": list(model.norm.mean), "std": list(model.norm.std),
+            "image_size": cfg.final_image_size, "mean": list(model.norm.mean), "std": list(model.norm.std),
             "feature_dim": model.feature_dim, "dropout": cfg.dropout, "config": asdict(cfg),
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         }, tmp)

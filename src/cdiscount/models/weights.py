@@ -36,9 +36,19 @@ def _online(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def cached_path(url: str) -> Path:
+    """Where the weight file for ``url`` is (or would be) cached."""
+    return cache_dir() / Path(urlparse(url).path).name
+
+
+def is_cached(url: str) -> bool:
+    """Whether the weight file for ``url`` is already in the local cache (no network touched)."""
+    return cached_path(url).exists()
+
+
 def ensure_weights(url: str, what: str) -> Path:
     """Return the cached weight file for ``url``, downloading it only if a network is reachable."""
-    path = cache_dir() / Path(urlparse(url).path).name
+    path = cached_path(url)
     if path.exists():
         return path
     if not _online(url):
