@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, write_bson
 
 pytestmark = pytest.mark.slow
 
@@ -98,13 +98,21 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     assert "other train params or data" in log  # a new split: the old checkpoints are not resumed
 
 
-def test_real_kaggle_folder_runs_with_only_raw_dir_changed(repo_copy: Path, kaggle_dir: Path) -> None:
+def test_real_kaggle_folder_runs_end_to_end_with_only_raw_dir_changed(repo_copy: Path, kaggle_dir: Path,
+                                                                       example_docs: list[dict]) -> None:
+    """The real 82 products as train, 30 of them unlabelled as test, the real 5,270-row taxonomy."""
+    write_bson(kaggle_dir / "test.bson", [{"_id": d["_id"], "imgs": d["imgs"]} for d in example_docs[:30]])
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["data"]["raw_dir"] = str(kaggle_dir)
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _dvc(repo_copy, "repro", "split")  # the data stages; models need a split of 36+ categories to be meaningful
-    products = pd.read_parquet(repo_copy / "data/interim/train_products.parquet")
-    assert len(products) == 82
-    tax = pd.read_parquet(repo_copy / "data/interim/taxonomy.parquet")
-    assert len(tax) == 5270
-    assert not (repo_copy / "data/raw/sample").exists()  # the sample stage is not needed
+    log = _dvc(repo_copy, "repro", "submission")  # the final stage and what it needs: no sample
+    assert "sample" not in _ran(log) and not (repo_copy / "data/raw/sample").exists()
+    assert len(pd.read_parquet(repo_copy / "data/interim/train_products.parquet")) == 82
+    assert len(pd.read_parquet(repo_copy / "data/interim/taxonomy.parquet")) == 5270
+    sub = pd.read_csv(repo_copy / "submissions/submission.csv")
+    assert sub["_id"].tolist() == [d["_id"] for d in example_docs[:30]]
+    out = subprocess.run([str(Path(sys.executable).parent / "cdiscount"), "validate-submission",
+                          "submissions/submission.csv.gz", "--test", str(kaggle_dir / "test.bson"),
+                          "--categories", str(kaggle_dir / "category_names.csv")],
+                         cwd=repo_copy, capture_output=True, text=True)
+    assert out.returncode == 0 and "valid: 30 rows" in out.stdout, out.stdout + out.stderr

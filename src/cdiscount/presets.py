@@ -183,11 +183,16 @@ def resolve_preset(name: str, *, sample: bool = True, weights_cached=None) -> tu
                          f"the weight file there (the error of `train.pretrained=imagenet` names it) to run it as "
                          f"written.")
             if merged.get("train.full_epochs", "").split("=", 1)[-1] == "0":
-                notes.append("The body stays frozen (train.full_epochs=0), so the head and the experts see the "
-                             "features of a random network: random features, not transfer learning. A deep random "
-                             "network can make them nearly constant (measured: inceptionv4's are about 1e-11 in "
-                             "magnitude), so expect numbers near chance; add `-S train.full_epochs=N` to train the "
-                             "body from scratch instead.")
+                # A frozen random body gives features of no use (inceptionv4's are ~1e-11 in size):
+                # train the whole network from scratch for the head epochs instead.
+                epochs = merged.get("train.head_epochs", "train.head_epochs=2").split("=", 1)[-1]
+                merged["train.head_epochs"] = "train.head_epochs=0"
+                merged["train.full_epochs"] = f"train.full_epochs={epochs}"
+                merged["train.unfreeze_blocks"] = "train.unfreeze_blocks=-1"
+                merged["train.full_lr"] = "train.full_lr=0.001"
+                notes.append(f"The report freezes the body (ImageNet features); frozen random features are useless, "
+                             f"so on the sample the whole network trains from scratch for {epochs} epochs "
+                             f"(train.head_epochs=0, train.full_epochs={epochs}, train.full_lr=0.001).")
         else:
             notes.append(f"ImageNet weights for {arch} are not cached locally ({cache_dir()}): the run downloads "
                          f"them where a network is reachable, else stops saying which file to place there.")

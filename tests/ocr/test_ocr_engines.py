@@ -144,3 +144,14 @@ def test_blank_picture_reads_empty() -> None:
         engine = make_engine(name)
         assert engine.read(preprocess(np.full((180, 180, 3), 255, np.uint8), PreprocessConfig.for_engine(name))) == ""
     assert set(available_engines()) <= set(eng.ENGINES)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_reading_in_process_leaves_the_thread_settings_of_the_caller_alone(name: str) -> None:
+    """A thread limit set here would leak into every later subprocess (e.g. a training on one core)."""
+    import os
+
+    engine = engine_or_skip(name)
+    before = {k: os.environ.get(k) for k in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS")}
+    engine.read(np.full((60, 200, 3), 255, dtype=np.uint8))
+    assert {k: os.environ.get(k) for k in before} == before

@@ -16,7 +16,6 @@ built lazily in the process that reads, so a reader can ship one engine to each 
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
@@ -109,9 +108,10 @@ class TesseractEngine(OcrEngine):
     def read(self, image: np.ndarray) -> str:
         import pytesseract
 
-        # One picture per process already keeps every core busy; tesseract's own OpenMP threads
-        # would only oversubscribe them.
-        os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+        # Tesseract's own OpenMP threads would oversubscribe the cores the worker processes use;
+        # the OCR workers set OMP_THREAD_LIMIT=1 in their own environment (reader._worker_main).
+        # Never here: a process-wide variable leaks into every later subprocess (a training
+        # started afterwards by the same process would run on one thread).
         if image.ndim == 3:  # pytesseract hands arrays to Pillow, which assumes RGB
             image = np.ascontiguousarray(image[:, :, ::-1])
         try:

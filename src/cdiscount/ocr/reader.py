@@ -170,7 +170,8 @@ def _ocr_one(engine: OcrEngine, cfg: PreprocessConfig, store: Any, md5: str, pay
 
 def _worker_main(conn: mpc.Connection, engine: OcrEngine, cfg: PreprocessConfig, store: Any) -> None:
     """A worker: load the engine, then read one picture per message until told to stop (None)."""
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # this worker process only: one picture per core
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # tesseract's OpenMP, inherited by its subprocess
     try:
         engine.warm_up()
         conn.send(("ready",))

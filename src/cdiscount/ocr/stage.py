@@ -32,7 +32,7 @@ from ..params import config_from
 from ..topk import SCHEMA_FIELDS, topk
 from .classifier import category_tokens_from_texts, fit_text_model, predict_proba, token_match
 from .engines import make_engine
-from .fusion import accuracy, cross_fitted, fit_fusion, image_probs_from_topk, labels_to_index
+from .fusion import Fusion, accuracy, cross_fitted, fit_fusion, image_probs_from_topk, labels_to_index
 from .preprocess import PreprocessConfig
 from .reader import SpanReader, load_cache, read_images, span_jobs
 from .text import product_texts
@@ -130,11 +130,14 @@ def run_ocr_classifier(ocr_params: dict[str, Any], params: dict[str, Any]) -> di
                               text_of) for s in ("train", "test")}
     fold = split.set_index("_id")
     train = split[(split["fold"] == "train") & split["category_id"].isin(cat_ids)]
-    model = fit_text_model(texts["train"].reindex(train["_id"]).fillna("").tolist(), train["category_id"].tolist(),
-                           C=cfg.C, min_df=cfg.min_df, min_letters=cfg.min_letters)
     flat_train = pd.read_parquet(paths.PREDS / "backbone" / "train_products.parquet")
     val = split[split["fold"] == "val"]
     flat_val = flat_train[flat_train["_id"].isin(val["_id"])].set_index("_id").loc[val["_id"]].reset_index()
+    try:
+        model = fit_text_model(texts["train"].reindex(train["_id"]).fillna("").tolist(),
+                               train["category_id"].tolist(), C=cfg.C, min_df=cfg.min_df, min_letters=cfg.min_letters)
+    except ValueError as e:  # e.g. a tiny raw folder: no text model, the component is the backbone
+        return _without_text_model(str(e), ocfg, flat_val)
 
     # Evaluation on validation products of the selected categories (their true category).
     inside = flat_val[fold.loc[flat_val["_id"], "category_id"].isin(cat_ids).to_numpy()]
@@ -143,8 +146,13 @@ def run_ocr_classifier(ocr_params: dict[str, Any], params: dict[str, Any]) -> di
     val_texts = texts["train"].reindex(inside["_id"]).fillna("").tolist()
     p_img = image_probs_from_topk(inside["top_idx"].tolist(), inside["top_prob"].tolist(), classes, len(tax))
     pt = predict_proba(model, val_texts, classes=cat_ids)
-    fusion = fit_fusion(cfg.fusion, p_img, pt.proba, pt.usable, y)
-    honest = cross_fitted(cfg.fusion, p_img, pt.proba, pt.usable, y)
+    if (y >= 0).sum() >= 10:
+        fusion = fit_fusion(cfg.fusion, p_img, pt.proba, pt.usable, y)
+        honest = cross_fitted(cfg.fusion, p_img, pt.proba, pt.usable, y)
+    else:  # too few validation products to fit two weights: an even product of experts
+        log.warning("ocr_classifier: %d validation products in %s; fusion weights not fitted", len(y), ocfg.level1)
+        fusion = Fusion(cfg.fusion, 1.0, 1.0)
+        honest = fusion.apply(p_img, pt.proba, pt.usable)
     pools = category_tokens_from_texts(texts["train"].reindex(train["_id"]).fillna(""), train["category_id"])
     matched = np.array([token_match(t, pools) for t in val_texts], dtype=object)
     text_pred = np.where(pt.usable, cat_ids[pt.proba.argmax(axis=1)], -1)
@@ -171,6 +179,18 @@ def run_ocr_classifier(ocr_params: dict[str, Any], params: dict[str, Any]) -> di
     }
     write_json(paths.METRICS / "ocr_classifier.json", metrics)
     log.info("ocr_classifier on validation (selected categories): %s", metrics)
+    return metrics
+
+
+def _without_text_model(reason: str, ocfg: OcrConfig, flat_val: pd.DataFrame) -> dict[str, Any]:
+    """Pass the backbone's predictions through unchanged and say why, instead of failing the pipeline."""
+    log.warning("ocr_classifier: no text model (%s); the ocr component repeats the backbone", reason)
+    with atomic_dir(paths.PREDS / "ocr") as tmp:
+        flat_val.to_parquet(tmp / "val_products.parquet", index=False)
+        pd.read_parquet(paths.PREDS / "backbone" / "test_products.parquet").to_parquet(tmp / "test_products.parquet",
+                                                                                       index=False)
+    metrics = {"level1": ocfg.level1, "text_model": f"not fitted: {reason}", "coverage": 0.0}
+    write_json(paths.METRICS / "ocr_classifier.json", metrics)
     return metrics
 
 
