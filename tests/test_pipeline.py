@@ -81,6 +81,10 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     params["ensemble"]["mean"] = "arithmetic"
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert _ran(_dvc(repo_copy, "repro")) == ["ensemble", "submission"]
+    params["specific"]["per_slot"]["g1"] = {"model": "logreg"}  # one group's expert only
+    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_dvc(repo_copy, "repro")) == ["specific@g1", "hierarchy", "ensemble", "submission"]
+    assert json.loads((repo_copy / "models/specific/g1/meta.json").read_text())["model"] == "logreg"
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     params["predict"]["top_k"] = 5  # inference only: the finished training is resumed, not redone
     (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -44,7 +44,7 @@ def test_every_preset_names_existing_keys_with_accepted_values(name: str, mode: 
     train = TrainConfig.from_params(params["train"])
     assert resolve(train.arch)
     assert train.pretrained in ("imagenet", "none") and train.head_epochs + train.full_epochs > 0
-    specific = {k: v for k, v in params["specific"].items() if k not in ("slots", "min_mass")}
+    specific = {k: v for k, v in params["specific"].items() if k not in ("slots", "min_mass", "per_slot")}
     assert config_from(ExpertConfig, specific, "specific").model in ("mlp", "logreg", "ovr", "xgboost")
     assert config_from(HierarchyConfig, params["hierarchy"], "hierarchy").routing in ("soft", "hard")
     assert params["groups"]["method"] in GROUP_METHODS
@@ -111,9 +111,9 @@ def test_cli_lists_prints_and_runs_presets(monkeypatch, capsys) -> None:
     assert main(["preset"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in PRESETS)
-    assert main(["preset", "report003-mlp", "--queue"]) == 0
+    assert main(["preset", "report003-mlp"]) == 0  # prints, runs nothing
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.startswith("dvc exp run -n report003-mlp -S train.arch=mlp ") and last.endswith(" --queue")
+    assert last.startswith("dvc exp run -n report003-mlp -S train.arch=mlp ") and not last.endswith(" --queue")
     assert main(["preset", "no-such-preset"]) == 2
     ran = []
 
@@ -122,6 +122,8 @@ def test_cli_lists_prints_and_runs_presets(monkeypatch, capsys) -> None:
         return type("Done", (), {"returncode": 0})()
 
     monkeypatch.setattr("subprocess.run", fake_run)
+    assert main(["preset", "report003-mlp", "--queue"]) == 0  # --queue enqueues at once
+    assert ran.pop()[-1] == "--queue" and "queued" in capsys.readouterr().out
     assert main(["preset", "report003-lenet5", "--run"]) == 0
     assert len(ran) == 1 and Path(ran[0][0]).name == "dvc" and ran[0][1:4] == ["exp", "run", "-n"]
     assert ran[0][1:] == shlex.split(capsys.readouterr().out.strip().splitlines()[-1])[1:]

@@ -181,7 +181,7 @@ def _preset(args: argparse.Namespace, params: dict[str, Any]) -> int | None:
         print(listing())
         return None
     print(describe(args.name, sample=not args.faithful, queue=args.queue), flush=True)
-    if args.run:
+    if args.run or args.queue:  # --queue adds it to DVC's queue at once; `dvc queue start` runs it
         status = run_preset(args.name, sample=not args.faithful, queue=args.queue)
         if status == 0 and args.queue:
             print("queued: `dvc queue start` runs it, `dvc queue status` shows failures")

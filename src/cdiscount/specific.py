@@ -56,6 +56,7 @@ def run_specific(slot: str, slots: list[str], params: dict[str, Any]) -> dict[st
         raise ValueError(f"unknown slot {slot!r}; specific.slots = {slots}")
     p = dict(params)
     p.pop("slots", None)
+    p.update((p.pop("per_slot", None) or {}).get(slot) or {})  # this slot's overrides
     min_mass = float(p.pop("min_mass", 0.01))
     cfg = config_from(ExpertConfig, p, "specific")
     groups = json.loads(paths.GROUPS.read_text())
