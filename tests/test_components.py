@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdiscount.components import Component, candidates, combine, from_frame, simplex_grid
+from cdiscount.components import Component, candidates, combine, read_component, read_topk, simplex_grid
 
 
 def test_lookup_uses_the_top_k_value_or_the_row_floor() -> None:
@@ -11,12 +11,11 @@ def test_lookup_uses_the_top_k_value_or_the_row_floor() -> None:
     assert np.allclose(c.lookup(np.array([[0, 1, 2]]), 5), [[0.2, 0.2 / 3, 0.6]])
 
 
-def test_from_frame_aligns_to_the_given_order_and_names_missing_products() -> None:
+def test_ragged_top_k_lists_are_padded(tmp_path) -> None:
     frame = pd.DataFrame({"_id": [5, 9], "top_idx": [[1, 2], [3]], "top_prob": [[0.5, 0.4], [0.9]]})
-    c = from_frame("x", frame, np.array([9, 5]))
+    frame.to_parquet(tmp_path / "p.parquet")
+    c = read_component("x", tmp_path / "p.parquet", np.array([9, 5]))
     assert c.idx.tolist() == [[3, -1], [1, 2]] and np.allclose(c.prob[0], [0.9, 0])
-    with pytest.raises(ValueError, match=r"component 'x': 1 products .* \[7\]"):
-        from_frame("x", frame, np.array([5, 7]))
 
 
 def test_candidates_and_means() -> None:
@@ -37,3 +36,16 @@ def test_simplex_grid_covers_the_one_hot_corners() -> None:
     g = simplex_grid(3, 0.5)
     assert len(g) == 6 and np.allclose(g.sum(axis=1), 1)
     assert {tuple(r) for r in g} >= {(1, 0, 0), (0, 1, 0), (0, 0, 1)}
+
+
+def test_read_component_streams_the_wanted_products_in_the_asked_order(tmp_path) -> None:
+    frame = pd.DataFrame({"_id": [5, 9, 2, 7], "top_idx": [[1, 2], [3, 0], [4, 1], [0, 2]],
+                          "top_prob": [[0.5, 0.4], [0.9, 0.1], [0.6, 0.2], [0.3, 0.3]]})
+    path = tmp_path / "preds.parquet"
+    frame.to_parquet(path, row_group_size=2)
+    ids, idx, prob = read_topk(path, np.array([7, 9]), batch_rows=1)
+    assert ids.tolist() == [9, 7] and idx.tolist() == [[3, 0], [0, 2]] and idx.dtype == np.int64
+    c = read_component("x", path, np.array([7, 5, 2]))
+    assert c.idx.tolist() == [[0, 2], [1, 2], [4, 1]] and np.allclose(c.prob[1], [0.5, 0.4])
+    with pytest.raises(ValueError, match=r"component 'x': 1 products .* \[8\]"):
+        read_component("x", path, np.array([5, 8]))

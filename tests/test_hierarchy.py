@@ -24,3 +24,8 @@ def test_routing_moves_mass_only_inside_the_group_and_only_for_scored_products()
     assert np.allclose(hard[0], [0.1, 0.9, 0, 0])  # the group holds most mass: the expert alone
     assert np.allclose(hard[2], flat[2])          # most mass outside every group: flat
     assert soft[0].argmax() == 1 and flat[0].argmax() == 0
+
+
+def test_densify_accepts_padded_arrays() -> None:
+    out = densify(np.array([[2, -1]]), np.array([[0.7, 0.0]]), n_classes=4)
+    assert np.allclose(out, [[0.1, 0.1, 0.7, 0.1]])

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from . import paths
 from .atomic import atomic_dir, write_json
+from .components import read_topk
 from .evaluation import write_csv
 from .params import config_from
 from .routing import group_mass, hard_route, soft_route
@@ -75,15 +76,19 @@ def load_experts(specific_dir: Path) -> list[ExpertOutput]:
     return experts
 
 
-def densify(top_idx: list, top_prob: list, n_classes: int) -> np.ndarray:
-    """[N, C] probabilities from top-K rows; the mass outside the top K is spread evenly."""
+def densify(top_idx, top_prob, n_classes: int) -> np.ndarray:
+    """[N, C] probabilities from top-K rows (lists or [N, K] arrays, -1 = padding); the mass
+    outside the top K is spread evenly."""
     if not len(top_idx):
         return np.zeros((0, n_classes), dtype=np.float32)
     idx = np.stack([np.asarray(i, dtype=np.int64) for i in top_idx])
     prob = np.stack([np.asarray(p, dtype=np.float32) for p in top_prob])
-    rest = np.clip(1.0 - prob.sum(axis=1), 0.0, None) / max(n_classes - idx.shape[1], 1)
+    pad = idx < 0
+    prob = np.where(pad, 0.0, prob).astype(np.float32)
+    rest = np.clip(1.0 - prob.sum(axis=1), 0.0, None) / np.maximum(n_classes - (~pad).sum(axis=1), 1)
     out = np.repeat(rest[:, None].astype(np.float32), n_classes, axis=1)
-    np.put_along_axis(out, idx, prob, axis=1)
+    # a pad re-writes the row's first class with its own value (the first slot is never a pad)
+    np.put_along_axis(out, np.where(pad, idx[:, :1], idx), np.where(pad, prob[:, :1], prob), axis=1)
     return out / out.sum(axis=1, keepdims=True)
 
 
@@ -113,33 +118,34 @@ def run_hierarchy(params: dict[str, Any], *, progress: bool = True) -> dict[str,
     n_classes = len(tax)
     experts = load_experts(paths.SPECIFIC)
     split = pd.read_parquet(paths.SPLIT)
-    val_ids = split.loc[split["fold"] == "val", "_id"]
-    flat_val = pd.read_parquet(paths.PREDS / "backbone" / "train_products.parquet")
-    flat_val = flat_val[flat_val["_id"].isin(val_ids)].reset_index(drop=True)
-    flat_test = pd.read_parquet(paths.PREDS / "backbone" / "test_products.parquet")
+    val_ids = split.loc[split["fold"] == "val", "_id"].to_numpy()
+    flat_val = read_topk(paths.PREDS / "backbone" / "train_products.parquet", val_ids)
+    flat_test = read_topk(paths.PREDS / "backbone" / "test_products.parquet")
     out_dir = paths.PREDS / "hierarchy"
     with atomic_dir(out_dir) as tmp:
         val_top1 = _route_split(flat_val, experts, "val", n_classes, cfg, tmp / "val_products.parquet", progress)
         _route_split(flat_test, experts, "test", n_classes, cfg, tmp / "test_products.parquet", progress)
-    truth = flat_val["_id"].map(split.set_index("_id")["category_id"]).map(tax.set_index("category_id")["idx"])
+    truth = pd.Series(flat_val[0]).map(split.set_index("_id")["category_id"]).map(tax.set_index("category_id")["idx"])
     return evaluate_hierarchy(truth.to_numpy(), val_top1, experts, tax)
 
 
-def _route_split(flat: pd.DataFrame, experts: list[ExpertOutput], split: str, n_classes: int,
-                 cfg: HierarchyConfig, out: Path, progress: bool) -> dict[str, np.ndarray]:
-    """Write the chosen routing's top-K for ``flat``'s products; return top-1 of each routing."""
+def _route_split(flat: tuple[np.ndarray, np.ndarray, np.ndarray], experts: list[ExpertOutput], split: str,
+                 n_classes: int, cfg: HierarchyConfig, out: Path, progress: bool) -> dict[str, np.ndarray]:
+    """Write the chosen routing's top-K for ``flat``'s products (``_id``, top_idx, top_prob arrays);
+    return the top-1 of each routing."""
+    all_ids, all_idx, all_prob = flat
     top1: dict[str, list[np.ndarray]] = {"flat": [], "soft": [], "hard": []}
     with pq.ParquetWriter(out, PRODUCT_SCHEMA) as w:
-        for b in tqdm(range(0, len(flat), cfg.chunk), desc=f"hierarchy {split}", unit="chunk", disable=not progress):
-            part = flat.iloc[b : b + cfg.chunk]
-            ids = part["_id"].to_numpy()
-            dense = densify(part["top_idx"].tolist(), part["top_prob"].tolist(), n_classes)
+        for b in tqdm(range(0, len(all_ids), cfg.chunk), desc=f"hierarchy {split}", unit="chunk",
+                      disable=not progress):
+            ids = all_ids[b : b + cfg.chunk]
+            dense = densify(all_idx[b : b + cfg.chunk], all_prob[b : b + cfg.chunk], n_classes)
             soft, hard = route_chunk(dense, ids, experts, split)
             for name, probs in (("flat", dense), ("soft", soft), ("hard", hard)):
                 top1[name].append(probs.argmax(axis=1))
             idx, prob = topk(torch.from_numpy(soft if cfg.routing == "soft" else hard), cfg.top_k)
             w.write_table(pa.table({"_id": ids, "top_idx": list(idx), "top_prob": list(prob)}, schema=PRODUCT_SCHEMA))
-        if len(flat) == 0:
+        if len(all_ids) == 0:
             w.write_table(PRODUCT_SCHEMA.empty_table())
     return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in top1.items()}
 
