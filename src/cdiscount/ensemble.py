@@ -29,11 +29,10 @@ from .atomic import atomic_dir, write_json
 from .components import Component, candidates, combine, read_component, simplex_grid
 from .lookup import Votes, product_votes, vote_component
 from .params import config_from
-from .topk import SCHEMA_FIELDS
+from .topk import PRODUCT_SCHEMA, product_table
 
 log = logging.getLogger(__name__)
 
-PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
 LABEL_SCHEMA = pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("source", pa.string())])
 
 
@@ -203,10 +202,7 @@ def _apply(comps: list[Component], weights: np.ndarray, cfg: EnsembleConfig, n_c
         for rows, cand, s in _chunks(comps, weights, cfg, n_classes, f"ensemble {out.stem}" if progress else ""):
             top_idx, top_prob = _topk_unique(cand, s, cfg.top_k)
             top1[rows] = top_idx[:, 0]
-            w.write_table(pa.table({"_id": ids[rows], "top_idx": list(top_idx.astype(np.int16)),
-                                    "top_prob": list(top_prob.astype(np.float32))}, schema=PRODUCT_SCHEMA))
-        if len(ids) == 0:
-            w.write_table(PRODUCT_SCHEMA.empty_table())
+            w.write_table(product_table(ids[rows], top_idx, top_prob))
     return top1
 
 

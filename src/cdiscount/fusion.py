@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch import nn
@@ -31,11 +30,9 @@ from .atomic import atomic_dir, write_json
 from .evaluation import evaluate_products, write_csv
 from .features import padded, product_spans, read_features
 from .params import config_from
-from .topk import SCHEMA_FIELDS, topk
+from .topk import PRODUCT_SCHEMA, product_table, topk
 
 log = logging.getLogger(__name__)
-
-PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
 
 
 @dataclass(frozen=True)
@@ -146,10 +143,7 @@ def predict_fusion(model: FusionHead, feats: ProductFeatures, rows: np.ndarray, 
             pick = rows[b : b + batch_size]
             x, mask = feats.batch(pick, model.max_pictures)
             idx, prob = topk(torch.softmax(model(x, mask), dim=1), top_k)
-            w.write_table(pa.table({"_id": feats.ids[pick], "top_idx": list(idx), "top_prob": list(prob)},
-                                   schema=PRODUCT_SCHEMA))
-        if len(rows) == 0:
-            w.write_table(PRODUCT_SCHEMA.empty_table())
+            w.write_table(product_table(feats.ids[pick], idx, prob))
 
 
 def run_fusion(params: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
@@ -30,11 +29,9 @@ from .components import read_topk
 from .evaluation import write_csv
 from .params import config_from
 from .routing import group_mass, hard_route, soft_route
-from .topk import SCHEMA_FIELDS, topk
+from .topk import PRODUCT_SCHEMA, product_table, topk
 
 log = logging.getLogger(__name__)
-
-PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
 
 
 @dataclass(frozen=True)
@@ -144,9 +141,7 @@ def _route_split(flat: tuple[np.ndarray, np.ndarray, np.ndarray], experts: list[
             for name, probs in (("flat", dense), ("soft", soft), ("hard", hard)):
                 top1[name].append(probs.argmax(axis=1))
             idx, prob = topk(torch.from_numpy(soft if cfg.routing == "soft" else hard), cfg.top_k)
-            w.write_table(pa.table({"_id": ids, "top_idx": list(idx), "top_prob": list(prob)}, schema=PRODUCT_SCHEMA))
-        if len(all_ids) == 0:
-            w.write_table(PRODUCT_SCHEMA.empty_table())
+            w.write_table(product_table(ids, idx, prob))
     return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in top1.items()}
 
 

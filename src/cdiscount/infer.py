@@ -24,13 +24,12 @@ from .atomic import atomic_dir
 from .data import ImageDataset
 from .decode import open_store
 from .images import normalise
-from .topk import SCHEMA_FIELDS, ProductAggregator, topk
+from .topk import PRODUCT_SCHEMA, SCHEMA_FIELDS, ProductAggregator, product_table, topk
 from .train import autocast
 
 log = logging.getLogger(__name__)
 
 IMAGE_SCHEMA = pa.schema([("_id", pa.int64()), ("img_idx", pa.int8()), *SCHEMA_FIELDS])
-PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
 
 
 @torch.no_grad()
@@ -87,8 +86,7 @@ def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_
 
 
 def _products_table(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> pa.Table:
-    return pa.table({"_id": [r[0] for r in rows], "top_idx": [r[1] for r in rows],
-                     "top_prob": [r[2] for r in rows]}, schema=PRODUCT_SCHEMA)
+    return product_table([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
 
 def run_inference(model, blob: dict[str, Any], interim: Path, features_root: Path, preds_dir: Path, *,

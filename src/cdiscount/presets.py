@@ -85,8 +85,8 @@ PRESETS: dict[str, Preset] = {
         "(train.features_dim, also the width of the cached features the specific classifiers read) with AdamW. "
         "Its coarse classifier is a separate level-1 model; here the level-1 accuracy bands come from the flat "
         "model's level-1 accuracy. Its 80/20 split is not applied (split.val_fraction stays at the default so "
-        "presets compare on the same validation products). The report's OCR of book covers (token matching) "
-        "is not part of this preset: params.yaml has no OCR section yet.",
+        "presets compare on the same validation products). The report's OCR of book covers is measured by the "
+        "ocr_classifier stage in every run: its rule is metrics/ocr_classifier.json: token_match_accuracy.",
         ["train.image_size=96", "train.batch_size=32", "train.head_epochs=3", "train.features_dim=512",
          "specific.hidden=256"],
         "metrics/hierarchy.json: hard_routing_product_accuracy",

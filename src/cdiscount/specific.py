@@ -22,6 +22,7 @@ import pandas as pd
 
 from . import paths
 from .atomic import atomic_dir
+from .components import read_topk
 from .experts import ExpertConfig, fit_expert
 from .features import gather, product_spans, read_features
 from .params import config_from
@@ -32,14 +33,6 @@ log = logging.getLogger(__name__)
 def ordered_groups(groups: dict[str, list[int]]) -> list[str]:
     """Group names in slot order: largest first, then by name."""
     return sorted(groups, key=lambda g: (-len(groups[g]), g))
-
-
-def group_mass(preds: pd.DataFrame, classes: np.ndarray) -> np.ndarray:
-    """Per product, the flat top-K probability that falls on ``classes``."""
-    member = np.zeros(int(max(classes.max() + 1, 1)), dtype=bool)
-    member[classes] = True
-    return np.array([float(np.asarray(p)[(np.asarray(i) < len(member)) & member[np.minimum(i, len(member) - 1)]].sum())
-                     for i, p in zip(preds["top_idx"], preds["top_prob"])])
 
 
 def product_scores(expert, feats: np.ndarray, image_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,16 +90,16 @@ def _train_slot(group: str, category_ids: list[int], cfg: ExpertConfig, min_mass
     accuracy = {}
     for split, rows_of in (("val", fold == "val"), ("test", None)):
         source = "train" if split == "val" else "test"
-        preds = pd.read_parquet(paths.PREDS / "backbone" / f"{source}_products.parquet")
-        if split == "val":
-            preds = preds[preds["_id"].isin(images["_id"][rows_of])]
-        wanted = set(preds["_id"][group_mass(preds, classes) >= min_mass])
+        pid, top_idx, top_prob = read_topk(paths.PREDS / "backbone" / f"{source}_products.parquet",
+                                           images["_id"][rows_of].unique() if split == "val" else None)
+        mass = np.where(np.isin(top_idx, classes), top_prob, 0.0).sum(axis=1)  # flat probability on the group
+        wanted = pid[mass >= min_mass]
         if source == "train":
             idx_frame, feat_shards, img_ids = index, shards, images["_id"].to_numpy()
         else:
             idx_frame, feat_shards = read_features(paths.FEATURES / "test")
             img_ids = idx_frame["_id"].to_numpy()
-        pos = np.flatnonzero(np.isin(img_ids, list(wanted)))
+        pos = np.flatnonzero(np.isin(img_ids, wanted))
         ids, probs = product_scores(expert, gather(idx_frame, feat_shards, pos), img_ids[pos]) if len(pos) \
             else (np.zeros(0, np.int64), np.zeros((0, len(classes))))
         saved[f"{split}_ids"], saved[f"{split}_probs"] = ids, probs.astype(np.float32)

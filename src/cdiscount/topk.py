@@ -14,6 +14,13 @@ import pyarrow as pa
 import torch
 
 SCHEMA_FIELDS = [("top_idx", pa.list_(pa.int16())), ("top_prob", pa.list_(pa.float32()))]
+PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
+
+
+def product_table(ids, top_idx, top_prob) -> pa.Table:
+    """Rows of the per-product exchange format: ``[N, K]`` classes and probabilities (or N rows of K)."""
+    return pa.table({"_id": np.asarray(ids, dtype=np.int64), "top_idx": list(np.asarray(top_idx, dtype=np.int16)),
+                     "top_prob": list(np.asarray(top_prob, dtype=np.float32))}, schema=PRODUCT_SCHEMA)
 
 
 def topk(probs: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

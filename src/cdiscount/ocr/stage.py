@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -29,7 +28,7 @@ from .. import paths
 from ..atomic import atomic_dir, write_json
 from ..hierarchy import densify
 from ..params import config_from
-from ..topk import SCHEMA_FIELDS, topk
+from ..topk import PRODUCT_SCHEMA, product_table, topk
 from .classifier import category_tokens_from_texts, fit_text_model, predict_proba, token_match
 from .engines import make_engine
 from .fusion import Fusion, accuracy, cross_fitted, fit_fusion, image_probs_from_topk, labels_to_index
@@ -39,7 +38,6 @@ from .text import product_texts
 
 log = logging.getLogger(__name__)
 
-PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
 OCR_DIR = Path("data/ocr")
 
 
@@ -110,10 +108,10 @@ def run_ocr(params: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
                         workers=cfg.workers or None, timeout_s=cfg.timeout_s, progress=progress, total=len(images))
         summary[split] = {"products": int(len(products)), **s.to_dict()}
         log.info("ocr %s: %s", split, summary[split])
-    flat = {k: v for k, v in summary["train"].items()}
-    summary.update({"images_read": summary["train"]["read"] + summary["test"]["read"],
-                    "non_empty_rate": flat["non_empty_rate"], "mean_chars": flat["mean_chars"],
-                    "seconds_per_image": flat["seconds_per_image"]})
+    train = summary["train"]  # the headline figures: the training selection holds most pictures
+    summary.update({"images_read": train["read"] + summary["test"]["read"],
+                    "non_empty_rate": train["non_empty_rate"], "mean_chars": train["mean_chars"],
+                    "seconds_per_image": train["seconds_per_image"]})
     write_json(paths.METRICS / "ocr.json", summary)
     return summary
 
@@ -212,8 +210,5 @@ def _write_component(flat: pd.DataFrame, texts: pd.Series, model, fusion, classe
                 dense[np.ix_(rows, classes)] = mass * fusion.apply(p_img, pt.proba, pt.usable)
             idx, prob = topk(torch.from_numpy(dense), cfg.top_k)
             top1.append(idx[:, 0].astype(np.int64))
-            w.write_table(pa.table({"_id": part["_id"].to_numpy(), "top_idx": list(idx), "top_prob": list(prob)},
-                                   schema=PRODUCT_SCHEMA))
-        if len(flat) == 0:
-            w.write_table(PRODUCT_SCHEMA.empty_table())
+            w.write_table(product_table(part["_id"].to_numpy(), idx, prob))
     return np.concatenate(top1) if top1 else np.zeros(0, np.int64)
