@@ -91,7 +91,8 @@ def child(path: Path, workers: int) -> None:
     out.mkdir(exist_ok=True)
     t = time.perf_counter()
     stats = decode_file(path, out / "p.parquet", out / "i.parquet", out / "s.parquet", labelled=True,
-                        category_ids=frozenset([CATEGORY]), workers=workers, progress=False)
+                        category_ids=frozenset([CATEGORY]), on_error="raise", workers=workers,
+                        block_size=32 * 1024 * 1024, progress=False)
     seconds = time.perf_counter() - t
     print(json.dumps({
         "seconds": seconds, "products": stats.products, "images": stats.images,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,22 +22,26 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cdiscount.data import ImageDataset
-from cdiscount.decode import open_store, run_decode
+from cdiscount.bson_io import open_store
+from cdiscount.decode import DecodeConfig, run_decode
+from cdiscount.params import load_config, load_params
 from cdiscount.images import normalise
 from cdiscount.models import build_backbone
 from cdiscount.sample import SampleConfig, generate_sample
 from cdiscount.train import autocast
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "train"
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "bench" / ".cache" / "train"
 
 
 def sample_interim() -> Path:
     """A small decoded sample of our own (built once), so the benchmark needs nothing else."""
     interim = CACHE / "interim"
     if not (interim / "train_images.parquet").exists():
-        generate_sample(CACHE / "raw", SampleConfig(train_products=800, test_products=10, min_products_per_category=5),
-                        progress=False)
-        run_decode(CACHE / "raw", interim, CACHE / "metrics", progress=False)
+        params = load_params(ROOT / "params.yaml")
+        generate_sample(CACHE / "raw", replace(load_config(SampleConfig, params), train_products=800, test_products=10,
+                                               min_products_per_category=5), progress=False)
+        run_decode(CACHE / "raw", interim, CACHE / "metrics", load_config(DecodeConfig, params), progress=False)
     return interim
 
 

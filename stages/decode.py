@@ -1,11 +1,25 @@
-"""DVC stage ``decode``: Index the Kaggle BSON files of params data.raw_dir into data/interim.
+"""Stage ``decode``: index the Kaggle BSON files of ``data.raw_dir``: offsets, MD5s, taxonomy.
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI,
-so running ``cdiscount decode`` by hand does the same thing.
+Reads   ${data.raw_dir}/{train.bson,test.bson,category_names.csv}
+Writes  data/interim/ ({train,test}_{products,images,skipped}.parquet, taxonomy.parquet, sources.json),
+        metrics/decode.json, metrics/decode_categories.csv
+Params  data.raw_dir, decode
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.decode import DataConfig, DecodeConfig, run_decode
+from cdiscount.params import load_config
+from cdiscount.runner import run_stage
+
+INTERIM = Path("data/interim")
+METRICS = Path("metrics")
+
+
+def main(args) -> None:
+    data = load_config(DataConfig, args.params)
+    cfg = load_config(DecodeConfig, args.params)
+    run_decode(Path(data.raw_dir), INTERIM, METRICS, cfg, progress=args.progress)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["decode", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__))

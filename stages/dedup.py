@@ -1,11 +1,24 @@
-"""DVC stage ``dedup``: Exact duplicate pictures and the test -> train lookup, into data/processed/dedup.
+"""Stage ``dedup``: exact duplicate pictures (MD5), placeholders, blanks and the test -> train lookup.
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI,
-so running ``cdiscount dedup`` by hand does the same thing.
+Reads   data/interim/
+Writes  data/processed/dedup/{hashes,votes,duplicates,test_matches}.parquet, metrics/dedup.json
+Params  dedup
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.dedup import DedupConfig, run_dedup
+from cdiscount.params import load_config
+from cdiscount.runner import run_stage
+
+INTERIM = Path("data/interim")
+DEDUP = Path("data/processed/dedup")
+METRICS = Path("metrics/dedup.json")
+
+
+def main(args) -> None:
+    cfg = load_config(DedupConfig, args.params)
+    run_dedup(INTERIM, DEDUP, METRICS, cfg, progress=args.progress)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["dedup", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__))

@@ -1,10 +1,30 @@
-"""DVC stage ``ensemble``: see ``cdiscount.ensemble``.
+"""Stage ``ensemble``: weighted mix of every component's top-K (weights fitted on validation) + duplicate override.
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI.
+Reads   data/interim/taxonomy.parquet, data/interim/test_products.parquet, data/processed/split.parquet,
+        data/processed/dedup/, data/preds/{backbone,fusion,hierarchy,ocr}/ (a missing component is left out)
+Writes  data/preds/ensemble/ (val/test top-K, test_labels.parquet), metrics/ensemble.json
+Params  ensemble
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.ensemble import EnsembleConfig, run_ensemble
+from cdiscount.params import load_config
+from cdiscount.runner import run_stage
+
+TAXONOMY = Path("data/interim/taxonomy.parquet")
+TEST_PRODUCTS = Path("data/interim/test_products.parquet")
+SPLIT = Path("data/processed/split.parquet")
+DEDUP = Path("data/processed/dedup")
+PREDS = Path("data/preds")
+OUT = Path("data/preds/ensemble")
+METRICS = Path("metrics/ensemble.json")
+
+
+def main(args) -> None:
+    cfg = load_config(EnsembleConfig, args.params)
+    run_ensemble(cfg, taxonomy=TAXONOMY, test_products=TEST_PRODUCTS, split_path=SPLIT, dedup=DEDUP, preds=PREDS,
+                 out_dir=OUT, metrics_path=METRICS, progress=args.progress)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["ensemble", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__))

@@ -1,10 +1,30 @@
-"""DVC stage ``fusion``: see ``cdiscount.fusion``.
+"""Stage ``fusion``: product-level head over all pictures of a product, trained on cached features.
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI.
+Reads   data/interim/taxonomy.parquet, data/interim/train_products.parquet, data/processed/split.parquet,
+        data/features/, data/preds/backbone/train_products.parquet
+Writes  data/preds/fusion/ (val/test top-K, fusion.pt), metrics/fusion.json, metrics/fusion_per_category.csv
+Params  fusion
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.params import load_config
+from cdiscount.product_fusion import FusionConfig, run_fusion
+from cdiscount.runner import run_stage
+
+TAXONOMY = Path("data/interim/taxonomy.parquet")
+PRODUCTS = Path("data/interim/train_products.parquet")
+SPLIT = Path("data/processed/split.parquet")
+FEATURES = Path("data/features")
+FLAT_TRAIN = Path("data/preds/backbone/train_products.parquet")
+OUT = Path("data/preds/fusion")
+METRICS = Path("metrics")
+
+
+def main(args) -> None:
+    cfg = load_config(FusionConfig, args.params)
+    run_fusion(cfg, taxonomy=TAXONOMY, products=PRODUCTS, split_path=SPLIT, features=FEATURES, flat_train=FLAT_TRAIN,
+               out_dir=OUT, metrics_dir=METRICS, progress=args.progress)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["fusion", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__))

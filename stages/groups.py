@@ -1,10 +1,26 @@
-"""DVC stage ``groups``: which sets of categories get a specific classifier.
+"""Stage ``groups``: which sets of categories get a specific classifier (report 001 bands or report 000 sets).
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI.
+Reads   data/interim/taxonomy.parquet, data/processed/split.parquet, data/preds/backbone/train_products.parquet
+Writes  data/processed/groups.json (group -> category ids), metrics/groups.json, metrics/groups.csv
+Params  groups
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.groups import GroupsConfig, run_groups
+from cdiscount.params import load_config
+from cdiscount.runner import run_stage
+
+TAXONOMY = Path("data/interim/taxonomy.parquet")
+SPLIT = Path("data/processed/split.parquet")
+FLAT_TRAIN = Path("data/preds/backbone/train_products.parquet")
+GROUPS = Path("data/processed/groups.json")
+METRICS = Path("metrics")
+
+
+def main(args) -> None:
+    cfg = load_config(GroupsConfig, args.params)
+    run_groups(cfg, TAXONOMY, SPLIT, FLAT_TRAIN, GROUPS, METRICS)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["groups", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__))

@@ -1,10 +1,31 @@
-"""DVC stage ``hierarchy``: see ``cdiscount.hierarchy``.
+"""Stage ``hierarchy``: route the backbone's predictions through the group experts (soft and hard).
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI.
+Reads   data/interim/taxonomy.parquet, data/processed/split.parquet, data/preds/backbone/, models/specific/,
+        metrics/fusion.json (reported alongside)
+Writes  data/preds/hierarchy/ (val/test top-K), metrics/hierarchy.json, metrics/hierarchy_groups.csv,
+        metrics/hierarchy_per_category.csv
+Params  hierarchy
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.hierarchy import HierarchyConfig, run_hierarchy
+from cdiscount.params import load_config
+from cdiscount.runner import run_stage
+
+TAXONOMY = Path("data/interim/taxonomy.parquet")
+SPLIT = Path("data/processed/split.parquet")
+FLAT = Path("data/preds/backbone")
+SPECIFIC = Path("models/specific")
+FUSION_METRICS = Path("metrics/fusion.json")
+OUT = Path("data/preds/hierarchy")
+METRICS = Path("metrics")
+
+
+def main(args) -> None:
+    cfg = load_config(HierarchyConfig, args.params)
+    run_hierarchy(cfg, taxonomy=TAXONOMY, split_path=SPLIT, flat=FLAT, specific=SPECIFIC,
+                  fusion_metrics=FUSION_METRICS, out_dir=OUT, metrics_dir=METRICS, progress=args.progress)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["hierarchy", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__))

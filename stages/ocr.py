@@ -1,10 +1,29 @@
-"""DVC stage ``ocr``: see ``cdiscount.ocr.stage``.
+"""Stage ``ocr``: read the covers of the products in the ``ocr.level1`` groups; text cached per picture MD5.
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI.
+Train and validation products are selected by their true category, every product also by the
+backbone's top-1. The cache is persistent: a re-run reads only pictures it has not read.
+
+Reads   data/interim/, data/preds/backbone/ (product top-K), the source BSON files named in sources.json
+Writes  data/ocr/text.parquet (persistent), metrics/ocr.json
+Params  ocr
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.ocr.stage import OcrConfig, run_ocr
+from cdiscount.params import load_config
+from cdiscount.runner import run_stage
 
-if __name__ == "__main__":  # also required by the OCR worker processes (forkserver re-imports this file)
-    sys.exit(main(["ocr", *sys.argv[1:]]))
+INTERIM = Path("data/interim")
+FLAT = Path("data/preds/backbone")
+OCR_DIR = Path("data/ocr")
+METRICS = Path("metrics/ocr.json")
+
+
+def main(args) -> None:
+    cfg = load_config(OcrConfig, args.params)
+    run_ocr(cfg, interim=INTERIM, flat=FLAT, cache=OCR_DIR / "text.parquet", metrics_path=METRICS,
+            progress=args.progress)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage(main, __doc__))

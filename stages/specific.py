@@ -1,10 +1,30 @@
-"""DVC stage ``specific@<slot>``: train the expert of one group on cached features.
+"""Stage ``specific@<slot>``: train the expert of one group (slot i = the i-th largest group) on cached features.
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI.
+Reads   data/processed/groups.json, data/interim/taxonomy.parquet, data/interim/train_images.parquet,
+        data/processed/split.parquet, data/features/, data/preds/backbone/
+Writes  models/specific/<slot>/ (expert.pkl, preds.npz: val/test product distributions, meta.json)
+Params  specific (the common keys and specific.per_slot.<slot>)
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.runner import run_stage
+from cdiscount.specific import run_specific, slot_config
+
+GROUPS = Path("data/processed/groups.json")
+TAXONOMY = Path("data/interim/taxonomy.parquet")
+TRAIN_IMAGES = Path("data/interim/train_images.parquet")
+SPLIT = Path("data/processed/split.parquet")
+FEATURES = Path("data/features")
+FLAT = Path("data/preds/backbone")
+OUT = Path("models/specific")
+
+
+def main(args) -> None:
+    slots, cfg = slot_config(args.params, args.slot)
+    run_specific(args.slot, slots, cfg, groups_path=GROUPS, taxonomy=TAXONOMY, train_images=TRAIN_IMAGES,
+                 split_path=SPLIT, features=FEATURES, flat=FLAT, out=OUT / args.slot)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["specific", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__, options=lambda ap: ap.add_argument(
+        "slot", help="a name from specific.slots: the expert of that slot's group")))

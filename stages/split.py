@@ -1,11 +1,25 @@
-"""DVC stage ``split``: Product-level stratified train / val split, into data/processed/split.parquet.
+"""Stage ``split``: product-level stratified train / val split that every later stage agrees on.
 
-Thin on purpose: reads params.yaml and calls the library through the ``cdiscount`` CLI,
-so running ``cdiscount split`` by hand does the same thing.
+Reads   data/interim/train_products.parquet, data/processed/dedup/duplicates.parquet
+Writes  data/processed/split.parquet (_id, category_id, fold), metrics/split.json
+Params  split
 """
-import sys
+from pathlib import Path
 
-from cdiscount.cli import main
+from cdiscount.params import load_config
+from cdiscount.runner import run_stage
+from cdiscount.split import SplitConfig, run_split
+
+PRODUCTS = Path("data/interim/train_products.parquet")
+DUPLICATES = Path("data/processed/dedup/duplicates.parquet")
+SPLIT = Path("data/processed/split.parquet")
+METRICS = Path("metrics/split.json")
+
+
+def main(args) -> None:
+    cfg = load_config(SplitConfig, args.params)
+    run_split(PRODUCTS, DUPLICATES, SPLIT, METRICS, cfg)
+
 
 if __name__ == "__main__":
-    sys.exit(main(["split", *sys.argv[1:]]))
+    raise SystemExit(run_stage(main, __doc__))

@@ -1,21 +1,37 @@
 """Shared fixtures: real Kaggle fixtures from ../shared, a tiny generated sample, BSON writers."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import Any, TypeVar
 
 import bson
 import pytest
 
+from cdiscount.decode import DecodeConfig
+from cdiscount.params import Section, load_config, load_params
 from cdiscount.sample import SampleConfig, generate_sample
 
 REPO = Path(__file__).resolve().parents[1]
+#: The repository's params.yaml: the one place defaults live, for tests too.
+PARAMS = load_params(REPO / "params.yaml")
+C = TypeVar("C", bound=Section)
+
+
+def config(cls: type[C], **overrides: Any) -> C:
+    """``cls``'s section of the repository's params.yaml with ``overrides`` (checked like params)."""
+    return dataclasses.replace(load_config(cls, PARAMS), **overrides)
+
+
 SHARED = Path(os.environ.get("CDISCOUNT_SHARED", REPO.parent / "shared" / "cdiscount"))
 EXAMPLE_BSON = SHARED / "train_example.bson"
 CATEGORY_NAMES = SHARED / "category_names.csv"
 
 #: A sample small enough for unit tests (a few seconds), same generator as the default.
-TINY = SampleConfig(train_products=300, test_products=80, min_products_per_category=5)
+TINY = config(SampleConfig, train_products=300, test_products=80, min_products_per_category=5)
+#: Decode in this process (workers=0): fast for small inputs and debuggable.
+DECODE = config(DecodeConfig, workers=0)
 
 
 @pytest.fixture(scope="session")
@@ -64,5 +80,5 @@ def tiny_interim(tiny_sample: Path, tmp_path_factory: pytest.TempPathFactory) ->
     from cdiscount.decode import run_decode
 
     root = tmp_path_factory.mktemp("tiny_decoded")
-    run_decode(tiny_sample, root / "interim", root / "metrics", workers=0, progress=False)
+    run_decode(tiny_sample, root / "interim", root / "metrics", DECODE, progress=False)
     return root / "interim"

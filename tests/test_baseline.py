@@ -35,7 +35,7 @@ def test_baseline_on_the_sample_beats_chance(tiny_interim: Path, tmp_path: Path)
 
 
 def test_phash_is_stable_for_identical_bytes(tiny_interim: Path) -> None:
-    from cdiscount.decode import open_store
+    from cdiscount.bson_io import open_store
 
     store = open_store(tiny_interim, "train")
     assert phash64(store.read_row(0)) == phash64(store.read_row(0))

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from cdiscount.cli import main
-from cdiscount.decode import open_store
+from cdiscount.bson_io import open_store
 from cdiscount.split import assign_folds
 from cdiscount.train import TrainConfig, train_backbone
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,9 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from . import paths
 from .atomic import write_json
-from .decode import open_store
+from .bson_io import open_store
+from .params import Section
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def hash_split(interim: Path, split: str, rows: np.ndarray, workers: int, progre
     return np.concatenate(out) if out else np.zeros(0, np.uint64)
 
 
-def nearest(queries: np.ndarray, refs: np.ndarray, brute_force_pairs: int = 2 * 10**9,
+def nearest(queries: np.ndarray, refs: np.ndarray, brute_force_pairs: int,
             chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Index of the nearest reference hash and its Hamming distance, for every query.
 
@@ -94,9 +95,23 @@ def _multi_index(queries: np.ndarray, refs: np.ndarray, radius: int = 3) -> tupl
     return best, dist
 
 
-def run_baseline(interim: Path, split_path: Path, metrics_path: Path, *, workers: int = 0,
-                 brute_force_pairs: int = 2 * 10**9, progress: bool = True) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BaselineConfig(Section):
+    """The ``baseline`` section of params.yaml."""
+
+    SECTION = "baseline"
+    workers: int  # processes hashing pictures; 0 = all cores
+    brute_force_pairs: int  # exact search below this many query x reference pairs
+
+    def check(self) -> None:
+        self.require("workers", self.workers >= 0, "0 (all cores) or a number of processes")
+        self.require("brute_force_pairs", self.brute_force_pairs >= 0, "a number of pairs >= 0")
+
+
+def run_baseline(interim: Path, split_path: Path, metrics_path: Path, cfg: BaselineConfig, *,
+                 progress: bool = True) -> dict[str, Any]:
     """Validation product accuracy of the perceptual-hash nearest-neighbour benchmark."""
+    workers, brute_force_pairs = cfg.workers, cfg.brute_force_pairs
     images = pd.read_parquet(interim / "train_images.parquet", columns=["_id", "category_id"])
     fold = images["_id"].map(pd.read_parquet(split_path, columns=["_id", "fold"]).set_index("_id")["fold"])
     fold = fold.astype(str).to_numpy()
@@ -118,9 +133,3 @@ def run_baseline(interim: Path, split_path: Path, metrics_path: Path, *, workers
     write_json(metrics_path, metrics)
     log.info("baseline (perceptual hash, nearest training picture): %s", metrics)
     return metrics
-
-
-def run_baseline_stage(params: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    return run_baseline(paths.INTERIM, paths.SPLIT, paths.METRICS / "baseline.json",
-                        workers=params.get("workers", 0),
-                        brute_force_pairs=int(params.get("brute_force_pairs", 2 * 10**9)), progress=progress)

@@ -7,6 +7,7 @@ the source BSON, and :class:`ImageStore` reads any picture back with one ``pread
 """
 from __future__ import annotations
 
+import json
 import os
 import struct
 from pathlib import Path
@@ -143,3 +144,25 @@ class ImageStore:
         state = self.__dict__.copy()
         state["_fd"], state["_pid"] = None, -1
         return state
+
+
+def open_store(interim_dir: str | Path, split: str) -> ImageStore:
+    """Random access to the pictures of ``split`` ('train' or 'test') after the decode stage."""
+    interim_dir = Path(interim_dir)
+    if not (interim_dir / "sources.json").is_file():
+        raise InputError(interim_dir, "no decode outputs here (sources.json missing): run `dvc repro decode` first")
+    sources = json.loads((interim_dir / "sources.json").read_text())
+    src = Path(sources[split]["path"])
+    if src.exists() and src.stat().st_size != sources[split]["size"]:
+        raise InputError(src, f"size changed since decode ({sources[split]['size']} bytes then): re-run decode")
+    return ImageStore(interim_dir / f"{split}_images.parquet", src)
+
+
+def read_image(interim_dir: str | Path, split: str, product_id: int, img_idx: int = 0) -> bytes:
+    """JPEG bytes of one picture, e.g. ``read_image('data/interim', 'train', 33, 1)``. Opens the index each call:
+    use :func:`open_store` in loops."""
+    store = open_store(interim_dir, split)
+    try:
+        return store.read_image(product_id, img_idx)
+    finally:
+        store.close()

@@ -1,143 +1,42 @@
-"""The ``cdiscount`` command: every pipeline stage and a few tools, driven by ``params.yaml``.
+"""The ``cdiscount`` command: user tools around the pipeline.
 
-DVC runs the same commands through the thin scripts in ``stages/``; running them by hand
-does exactly what ``dvc repro`` would do for that stage (without DVC's caching).
+The pipeline stages themselves are the scripts in ``stages/`` (``dvc repro`` runs them; so can
+you: ``python stages/split.py`` does exactly what DVC runs for ``split``). This command holds
+what a user runs by hand: predict with a trained model, check and submit a CSV, presets of the
+reference systems, the report, one picture out of the BSON, the architectures, and the list of
+code each stage runs (what ``dvc.yaml`` must list as deps).
 """
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-from . import paths
-from .errors import InputError
-from .models.weights import WeightsUnavailable
-from .ocr.engines import OcrEngineUnavailable
-from .params import load_params
+from .runner import common_options, guarded, setup_logging
 
-log = logging.getLogger("cdiscount")
-
-
-def _sample(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .atomic import write_json
-    from .sample import SampleConfig, generate_sample
-
-    summary = generate_sample(args.out or paths.SAMPLE_DIR, SampleConfig.from_params(params.get("sample", {})),
-                              progress=args.progress)
-    write_json(paths.METRICS / "sample.json", summary)
+#: Where the pipeline leaves what the tools read by default (as in dvc.yaml).
+INTERIM = Path("data/interim")
+MODEL = Path("models/backbone.pt")
+METRICS = Path("metrics")
+LIVE_TRAIN = Path("dvclive/train")
 
 
-def _decode(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .decode import run_decode
-
-    p = params.get("decode", {})
-    run_decode(args.raw_dir or params["data"]["raw_dir"], paths.INTERIM, paths.METRICS,
-               on_error=p.get("on_error", "raise"), workers=p.get("workers") or None,
-               block_size_mb=p.get("block_size_mb", 32), progress=args.progress)
-
-
-def _dedup(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .dedup import run_dedup
-
-    p = params.get("dedup", {})
-    run_dedup(paths.INTERIM, paths.DEDUP, paths.METRICS / "dedup.json", buckets=p.get("buckets", 16),
-              placeholder_min_categories=p.get("placeholder_min_categories", 2),
-              blank_std=p.get("blank_std", 3.0), progress=args.progress)
-
-
-def _split(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .split import run_split
-
-    p = params.get("split", {})
-    run_split(paths.INTERIM, paths.DEDUP, paths.SPLIT, paths.METRICS / "split.json",
-              seed=p.get("seed", 0), val_fraction=p.get("val_fraction", 0.1),
-              cap_per_category=p.get("cap_per_category", 0),
-              min_products_for_val=p.get("min_products_for_val", 2))
-
-
-def _train_backbone(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .backbone import run_backbone
-
-    run_backbone(params.get("train", {}), params.get("predict", {}), progress=args.progress)
-
-
-def _baseline(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .baseline import run_baseline_stage
-
-    run_baseline_stage(params.get("baseline", {}), progress=args.progress)
-
-
-def _predict(args: argparse.Namespace, params: dict[str, Any]) -> None:
+def _predict(args: argparse.Namespace) -> None:
     from .predict import run_predict
 
     print(run_predict(args.paths, args.model, args.taxonomy, args.top))
 
 
-def _groups(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .groups import run_groups
-
-    run_groups(params.get("groups", {}))
-
-
-def _specific(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .specific import run_specific
-
-    p = params.get("specific", {})
-    run_specific(args.slot, p.get("slots", []), p)
-
-
-def _fusion(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .fusion import run_fusion
-
-    run_fusion(params.get("fusion", {}), progress=args.progress)
-
-
-def _hierarchy(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .hierarchy import run_hierarchy
-
-    run_hierarchy(params.get("hierarchy", {}), progress=args.progress)
-
-
-def _ocr(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .ocr.stage import run_ocr
-
-    run_ocr(params.get("ocr", {}), progress=args.progress)
-
-
-def _ocr_classifier(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .ocr.stage import run_ocr_classifier
-
-    run_ocr_classifier(params.get("ocr", {}), params.get("ocr_classifier", {}))
-
-
-def _ensemble(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .ensemble import run_ensemble
-
-    run_ensemble(params.get("ensemble", {}), progress=args.progress)
-
-
-def _submission(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .atomic import write_json
-    from .submission import run_submission
-
-    out = args.out or paths.SUBMISSION
-    summary = run_submission(paths.PREDS / "ensemble" / "test_labels.parquet", paths.INTERIM, out)
-    write_json(paths.METRICS / "submission.json", summary)
-    log.info("wrote %s and %s.gz: %s (valid); upload with: cdiscount submit %s.gz", out, out, summary, out)
-
-
-def _archs(args: argparse.Namespace, params: dict[str, Any]) -> None:
+def _archs(args: argparse.Namespace) -> None:
     from .models import available_architectures
 
     for fam, names in available_architectures().items():
         print(f"{fam} ({len(names)}): {' '.join(names)}")
 
 
-def _read_image(args: argparse.Namespace, params: dict[str, Any]) -> None:
-    from .decode import open_store
+def _read_image(args: argparse.Namespace) -> None:
+    from .bson_io import open_store
 
     store = open_store(args.interim, args.split)
     data = store.read_image(args.id, args.img_idx)
@@ -148,7 +47,7 @@ def _read_image(args: argparse.Namespace, params: dict[str, Any]) -> None:
         sys.stdout.buffer.write(data)
 
 
-def _validate_submission(args: argparse.Namespace, params: dict[str, Any]) -> int:
+def _validate_submission(args: argparse.Namespace) -> int:
     from .submission import read_test_ids, validate_submission
 
     test_ids = read_test_ids(args.test)
@@ -161,20 +60,22 @@ def _validate_submission(args: argparse.Namespace, params: dict[str, Any]) -> in
     return 1
 
 
-def _submit(args: argparse.Namespace, params: dict[str, Any]) -> int:
+def _submit(args: argparse.Namespace) -> int:
     from .kaggle_submit import default_message, submit
 
-    return submit(args.file, args.message or default_message(paths.METRICS), competition=args.competition)
+    return submit(args.file, args.message or default_message(METRICS), competition=args.competition)
 
 
-def _report(args: argparse.Namespace, params: dict[str, Any]) -> None:
+def _report(args: argparse.Namespace) -> None:
+    import logging
+
     from .report import write_report
 
-    out = write_report(args.out)
-    log.info("wrote %s and %s", out / "report.md", out / "report.html")
+    out = write_report(args.out, METRICS, LIVE_TRAIN)
+    logging.getLogger("cdiscount").info("wrote %s and %s", out / "report.md", out / "report.html")
 
 
-def _preset(args: argparse.Namespace, params: dict[str, Any]) -> int | None:
+def _preset(args: argparse.Namespace) -> int | None:
     from .presets import describe, listing, run_preset
 
     if not args.name:
@@ -189,55 +90,39 @@ def _preset(args: argparse.Namespace, params: dict[str, Any]) -> int | None:
     return None
 
 
+def _code_deps(args: argparse.Namespace) -> None:
+    from .code_deps import stage_code_deps
+
+    for stage, deps in stage_code_deps(args.root).items():
+        print(f"{stage}:")
+        print("\n".join(f"  - {d}" for d in deps))
+
+
 #: name -> (handler, help); a handler may return an exit status (None means 0).
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace, dict[str, Any]], int | None], str]] = {
-    "sample": (_sample, "generate the embedded mini-Cdiscount (params: sample)"),
-    "decode": (_decode, "index train.bson / test.bson: offsets, MD5s, taxonomy (params: data, decode)"),
-    "dedup": (_dedup, "exact duplicate pictures, placeholders, test -> train lookup (params: dedup)"),
-    "split": (_split, "product-level stratified train / val split (params: split)"),
-    "train-backbone": (_train_backbone, "fine-tune the CNN, then features + top-K predictions for every picture "
-                                        "(params: train, predict)"),
-    "baseline": (_baseline, "the organiser's image-similarity benchmark: perceptual hash, nearest training "
-                            "picture (params: baseline)"),
-    "groups": (_groups, "sets of categories that get a specific classifier (params: groups)"),
-    "specific": (_specific, "train one group's expert on cached features (params: specific)"),
-    "fusion": (_fusion, "product-level head over all pictures of a product, on cached features (params: fusion)"),
-    "hierarchy": (_hierarchy, "route the flat predictions through the group experts, soft and hard "
-                              "(params: hierarchy)"),
-    "ocr": (_ocr, "read the covers of the selected level-1 groups; text cached per picture MD5 (params: ocr)"),
-    "ocr-classifier": (_ocr_classifier, "TF-IDF text model on the OCR text, fused with the image model "
-                                        "(params: ocr.level1, ocr_classifier)"),
-    "ensemble": (_ensemble, "weighted mix of every component + duplicate-picture override (params: ensemble)"),
-    "submission": (_submission, "write and validate submissions/submission.csv(.gz) from the ensemble"),
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str]] = {
     "predict": (_predict, "top-5 categories of image files (one product) or of each product of a BSON"),
-    "archs": (_archs, "list the architectures train.arch accepts"),
-    "preset": (_preset, "list the reference reports' systems, or print / run / queue one's `dvc exp run -S ...`"),
-    "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
     "validate-submission": (_validate_submission, "check a submission CSV (or .csv.gz) line by line; exit 1 "
                                                   "when invalid"),
     "submit": (_submit, "upload a submission with the kaggle CLI, or print the exact command"),
+    "preset": (_preset, "list the reference reports' systems, or print / run / queue one's `dvc exp run -S ...`"),
     "report": (_report, "offline Markdown + self-contained HTML report of the current run (metrics, curves, "
                         "per-category accuracy, confusion distances)"),
+    "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
+    "archs": (_archs, "list the architectures train.arch accepts"),
+    "code-deps": (_code_deps, "the source files each dvc.yaml stage runs (its code deps), from the imports"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="cdiscount", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    ap.add_argument("-q", "--quiet", dest="progress", action="store_false", help="no progress bars")
-    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap = common_options(argparse.ArgumentParser(prog="cdiscount", description=__doc__,
+                                                formatter_class=argparse.RawDescriptionHelpFormatter), stage=False)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_) in COMMANDS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
-        if name == "sample":
-            sp.add_argument("--out", type=Path, help=f"output folder (default: {paths.SAMPLE_DIR})")
-        if name == "decode":
-            sp.add_argument("--raw-dir", type=Path, help="Kaggle folder (default: params data.raw_dir)")
         if name == "predict":
             sp.add_argument("paths", nargs="+", type=Path, help="image files (any format, any size) or .bson files")
-            sp.add_argument("--model", type=Path, default=paths.BACKBONE, help=f"default: {paths.BACKBONE}")
-            sp.add_argument("--taxonomy", type=Path, default=paths.INTERIM / "taxonomy.parquet",
+            sp.add_argument("--model", type=Path, default=MODEL, help=f"default: {MODEL}")
+            sp.add_argument("--taxonomy", type=Path, default=INTERIM / "taxonomy.parquet",
                             help="category names (default: the decode stage's taxonomy)")
             sp.add_argument("--top", type=int, default=5)
         if name == "report":
@@ -248,21 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--queue", action="store_true", help="add --queue: enqueue it for `dvc queue start`")
             sp.add_argument("--faithful", action="store_true",
                             help="only the report's settings: no sample-size overrides, no ImageNet fallback")
-        if name == "submission":
-            sp.add_argument("--out", type=Path, help=f"CSV to write (default: {paths.SUBMISSION})")
-        if name == "specific":
-            sp.add_argument("slot", help="a name from specific.slots: the expert of the slot's group")
         if name == "read-image":
             sp.add_argument("split", choices=["train", "test"])
             sp.add_argument("id", type=int, help="product _id")
             sp.add_argument("img_idx", type=int, nargs="?", default=0, help="picture index (default 0)")
             sp.add_argument("-o", "--output", help="file to write (default: stdout)")
-            sp.add_argument("--interim", type=Path, default=paths.INTERIM, help=argparse.SUPPRESS)
+            sp.add_argument("--interim", type=Path, default=INTERIM, help=f"decode's output folder (default: {INTERIM})")
         if name == "validate-submission":
             sp.add_argument("file", type=Path, help="submission .csv or .csv.gz")
-            sp.add_argument("--test", type=Path, default=paths.INTERIM / "test_products.parquet",
+            sp.add_argument("--test", type=Path, default=INTERIM / "test_products.parquet",
                             help="test.bson, or the decode stage's test_products.parquet (the default)")
-            sp.add_argument("--categories", type=Path, default=paths.INTERIM / "taxonomy.parquet",
+            sp.add_argument("--categories", type=Path, default=INTERIM / "taxonomy.parquet",
                             help="category_names.csv, or the decode stage's taxonomy.parquet (the default)")
         if name == "submit":
             from .kaggle_submit import COMPETITION
@@ -270,28 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("file", type=Path, help="submission .csv or .csv.gz")
             sp.add_argument("-m", "--message", help="default: experiment name and validation accuracy")
             sp.add_argument("-c", "--competition", default=COMPETITION, help=f"default: {COMPETITION}")
+        if name == "code-deps":
+            sp.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
     return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    try:
-        needs_params = args.command not in ("read-image", "archs", "predict", "validate-submission", "submit",
-                                             "report", "preset")
-        params = load_params(args.params) if Path(args.params).exists() or needs_params else {}
-        status = COMMANDS[args.command][0](args, params)
-    except InputError as e:
-        log.error("%s", e)
-        return 2
-    except (WeightsUnavailable, OcrEngineUnavailable) as e:
-        log.error("%s", e)
-        return 2
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        log.error("%s: %s", type(e).__name__, e)
-        return 2
-    return status or 0
+    setup_logging(args.verbose)
+    return guarded(lambda: COMMANDS[args.command][0](args))
 
 
 if __name__ == "__main__":

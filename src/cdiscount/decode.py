@@ -14,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import bson
 import numpy as np
@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, publish, write_json
 from .blocks import map_blocks
-from .bson_io import ImageStore, frame, is_jpeg, picture_offsets
+from .bson_io import frame, is_jpeg, picture_offsets
 from .errors import InputError
+from .params import Section
 from .taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,34 @@ def _columns(names: list[str], rows: list[tuple]) -> dict[str, list]:
     return {name: list(col) for name, col in zip(names, cols)}
 
 
+@dataclass(frozen=True)
+class DataConfig(Section):
+    """The ``data`` section: where the Kaggle files are."""
+
+    SECTION = "data"
+    raw_dir: str  # folder with train.bson, test.bson, category_names.csv
+
+    def check(self) -> None:
+        self.require("raw_dir", bool(self.raw_dir.strip()), "a folder holding train.bson, test.bson and "
+                     "category_names.csv")
+
+
+@dataclass(frozen=True)
+class DecodeConfig(Section):
+    """The ``decode`` section of params.yaml."""
+
+    SECTION = "decode"
+    on_error: Literal["raise", "skip"]
+    workers: int  # 0 = all cores
+    block_size_mb: int
+
+    def check(self) -> None:
+        self.require("workers", self.workers >= 0, "0 (all cores) or a number of processes")
+        self.require("block_size_mb", 16 <= self.block_size_mb <= 4096,
+                     "16 to 4096 MB per worker task (a BSON document is up to 16 MiB; smaller blocks mean one "
+                     "task per document, hours at real scale)")
+
+
 @dataclass
 class SplitStats:
     products: int = 0
@@ -195,9 +224,9 @@ def decode_file(
     *,
     labelled: bool,
     category_ids: frozenset[int],
-    on_error: str = "raise",
-    workers: int | None = None,
-    block_size: int = 32 * 1024 * 1024,
+    on_error: str,
+    workers: int | None,
+    block_size: int,
     progress: bool = True,
 ) -> SplitStats:
     """Stream one BSON file into product / image / skipped tables (written to the given paths)."""
@@ -280,10 +309,8 @@ def run_decode(
     raw_dir: str | Path,
     out_dir: str | Path,
     metrics_dir: str | Path,
+    cfg: DecodeConfig,
     *,
-    on_error: str = "raise",
-    workers: int | None = None,
-    block_size_mb: int = 64,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Decode ``train.bson`` and ``test.bson`` of a Kaggle-format folder; returns the metrics."""
@@ -302,8 +329,8 @@ def run_decode(
             src = raw_dir / f"{split}.bson"
             stats = decode_file(
                 src, tmp[f"{split}_products"], tmp[f"{split}_images"], tmp[f"{split}_skipped"],
-                labelled=split == "train", category_ids=category_ids, on_error=on_error,
-                workers=workers, block_size=block_size_mb * 1024 * 1024, progress=progress,
+                labelled=split == "train", category_ids=category_ids, on_error=cfg.on_error,
+                workers=cfg.workers or None, block_size=cfg.block_size_mb * 1024 * 1024, progress=progress,
             )
             sources[split] = {"path": str(src), "size": src.stat().st_size}
             metrics[f"{split}_products"] = stats.products
@@ -332,23 +359,3 @@ def _category_counts(products_path: Path, taxonomy: pd.DataFrame) -> pd.DataFram
     out = taxonomy[["idx", "category_id", "level1", "level3"]].merge(agg, on="category_id", how="left")
     out[["products", "images"]] = out[["products", "images"]].fillna(0).astype("int64")
     return out
-
-
-def open_store(interim_dir: str | Path, split: str) -> ImageStore:
-    """Random access to the pictures of ``split`` ('train' or 'test') after the decode stage."""
-    interim_dir = Path(interim_dir)
-    sources = json.loads((interim_dir / "sources.json").read_text())
-    src = Path(sources[split]["path"])
-    if src.exists() and src.stat().st_size != sources[split]["size"]:
-        raise InputError(src, f"size changed since decode ({sources[split]['size']} bytes then): re-run decode")
-    return ImageStore(interim_dir / f"{split}_images.parquet", src)
-
-
-def read_image(split: str, product_id: int, img_idx: int = 0, interim_dir: str | Path = "data/interim") -> bytes:
-    """JPEG bytes of one picture, e.g. ``read_image('train', 33, 1)``. Opens the index each call:
-    use :func:`open_store` in loops."""
-    store = open_store(interim_dir, split)
-    try:
-        return store.read_image(product_id, img_idx)
-    finally:
-        store.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .atomic import publish, write_json
-from .decode import open_store
+from .bson_io import open_store
+from .params import Section
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,22 @@ HASH_SCHEMA = pa.schema([
 VOTE_SCHEMA = pa.schema([("md5", pa.string()), ("category_id", pa.int64()), ("votes", pa.int64())])
 DUP_SCHEMA = pa.schema([("split", pa.string()), ("_id", pa.int64()), ("img_idx", pa.int8()),
                         ("category_id", pa.int64()), ("md5", pa.string())])
+
+
+@dataclass(frozen=True)
+class DedupConfig(Section):
+    """The ``dedup`` section of params.yaml."""
+
+    SECTION = "dedup"
+    buckets: int  # hash partitions processed one at a time
+    placeholder_min_categories: int  # a picture in this many categories is a placeholder
+    blank_std: float  # grey-level std below which a duplicated picture counts as blank
+
+    def check(self) -> None:
+        self.require("buckets", 1 <= self.buckets <= 65536, "1 to 65536 partitions (64+ for the real 15 M pictures)")
+        self.require("placeholder_min_categories", self.placeholder_min_categories >= 2,
+                     ">= 2 (a picture shared by this many categories says nothing about any of them)")
+        self.require("blank_std", self.blank_std >= 0, ">= 0 (0 = no blank check)")
 
 
 def _partition(interim: Path, parts: Path, buckets: int, batch_rows: int) -> list[Path]:
@@ -99,17 +117,14 @@ def run_dedup(
     interim_dir: str | Path,
     out_dir: str | Path,
     metrics_path: str | Path,
+    cfg: DedupConfig,
     *,
-    buckets: int = 16,
-    placeholder_min_categories: int = 2,
-    blank_std: float = 3.0,
     batch_rows: int = 1_000_000,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Find duplicate pictures; write ``hashes``, ``votes``, ``duplicates`` and ``test_matches`` tables."""
     interim, out = Path(interim_dir), Path(out_dir)
-    if buckets < 1:
-        raise ValueError(f"dedup.buckets must be >= 1, got {buckets}")
+    buckets, placeholder_min_categories, blank_std = cfg.buckets, cfg.placeholder_min_categories, cfg.blank_std
     targets = {name: out / f"{name}.parquet" for name in ("hashes", "votes", "duplicates", "test_matches")}
     metrics: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix=".dedup-", dir=out.parent if out.parent.exists() else None) as parts, \

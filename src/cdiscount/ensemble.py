@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from . import paths
 from .atomic import atomic_dir, write_json
+from .errors import InputError
 from .components import Component, candidates, combine, read_component, simplex_grid
 from .lookup import Votes, product_votes, vote_component
-from .params import config_from
+from .params import Section
 from .topk import PRODUCT_SCHEMA, product_table
 
 log = logging.getLogger(__name__)
@@ -37,26 +37,39 @@ LABEL_SCHEMA = pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("so
 
 
 @dataclass(frozen=True)
-class EnsembleConfig:
+class EnsembleConfig(Section):
     """The ``ensemble`` section of params.yaml."""
 
-    components: list[str] = field(default_factory=lambda: ["backbone", "fusion", "hierarchy", "ocr"])
-    mean: str = "geometric"  # geometric | arithmetic
-    weight_step: float = 0.1
-    fit_products: int = 50000
-    dedup_blend: bool = True
-    override: bool = True
-    min_votes: int = 1
-    vote_smoothing: float = 0.1
-    placeholder_min_categories: int = 2
-    top_k: int = 20
-    chunk: int = 20000
-    seed: int = 0
+    SECTION = "ensemble"
+    components: list[str]  # a component without predictions is left out
+    mean: Literal["geometric", "arithmetic"]
+    weight_step: float
+    fit_products: int
+    dedup_blend: bool
+    override: bool
+    min_votes: int
+    vote_smoothing: float
+    placeholder_min_categories: int
+    top_k: int
+    chunk: int
+    seed: int
+
+    def check(self) -> None:
+        self.require("components", len(self.components) >= 1 and len(set(self.components)) == len(self.components),
+                     "a non-empty list of distinct component names (folders under data/preds)")
+        self.require("weight_step", 0 < self.weight_step <= 1 and abs(round(1 / self.weight_step) * self.weight_step
+                                                                      - 1) < 1e-9,
+                     "a step that divides 1 (0.5, 0.25, 0.2, 0.1, 0.05, ...)")
+        for key in ("fit_products", "min_votes", "top_k", "chunk"):
+            self.require(key, getattr(self, key) >= 1, ">= 1")
+        self.require("vote_smoothing", self.vote_smoothing >= 0, ">= 0")
+        self.require("placeholder_min_categories", self.placeholder_min_categories >= 2, ">= 2")
+        self.require("seed", self.seed >= 0, "an integer >= 0")
 
 
-def component_paths(name: str) -> dict[str, Path]:
+def component_paths(preds: Path, name: str) -> dict[str, Path]:
     """Where a component's validation and test predictions are (the backbone keeps all train products)."""
-    base = paths.PREDS / name
+    base = preds / name
     if name == "backbone":
         return {"val": base / "train_products.parquet", "test": base / "test_products.parquet"}
     return {"val": base / "val_products.parquet", "test": base / "test_products.parquet"}
@@ -97,28 +110,27 @@ def _scores(comps: list[Component], w: np.ndarray, mean: str, n_classes: int) ->
     return cand, s
 
 
-def run_ensemble(params: dict[str, Any], dedup_params: dict[str, Any] | None = None, *,
-                 progress: bool = True) -> dict[str, Any]:
-    cfg = config_from(EnsembleConfig, params, "ensemble")
-    tax = pd.read_parquet(paths.INTERIM / "taxonomy.parquet").sort_values("idx")
+def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, split_path: Path, dedup: Path,
+                 preds: Path, out_dir: Path, metrics_path: Path, progress: bool) -> dict[str, Any]:
+    tax = pd.read_parquet(taxonomy).sort_values("idx")
     n_classes, idx_of = len(tax), tax.set_index("category_id")["idx"]
     cat_of = tax["category_id"].to_numpy()
-    split = pd.read_parquet(paths.SPLIT)
+    split = pd.read_parquet(split_path)
     val = split[split["fold"] == "val"]
     ids = {"val": val["_id"].to_numpy(),
-           "test": pd.read_parquet(paths.INTERIM / "test_products.parquet", columns=["_id"])["_id"].to_numpy()}
+           "test": pd.read_parquet(test_products, columns=["_id"])["_id"].to_numpy()}
     true = val["category_id"].map(idx_of).to_numpy()
     comps: dict[str, list[Component]] = {"val": [], "test": []}
     for name in cfg.components:
-        where = component_paths(name)
+        where = component_paths(preds, name)
         if not all(p.exists() for p in where.values()):
             log.info("component %s: no predictions at %s, left out", name, where["val"].parent)
             continue
         for s in ("val", "test"):
             comps[s].append(read_component(name, where[s], ids[s]))
     if not comps["val"]:
-        raise ValueError(f"ensemble: none of the components {cfg.components} has predictions under {paths.PREDS}")
-    votes = _votes(cfg, val)
+        raise InputError(preds, f"none of the ensemble.components {cfg.components} has predictions here")
+    votes = _votes(cfg, val, dedup)
     if cfg.dedup_blend:
         for s in ("val", "test"):
             comps[s].append(vote_component(votes[s], ids[s], idx_of, cfg.vote_smoothing))
@@ -134,7 +146,6 @@ def run_ensemble(params: dict[str, Any], dedup_params: dict[str, Any] | None = N
     no_dedup = np.zeros_like(weights)
     no_dedup[models_only] = fit_weights(probs[models_only], cand, true[fit_rows], cfg.mean, cfg.weight_step)[0]
 
-    out_dir = paths.PREDS / "ensemble"
     with atomic_dir(out_dir) as tmp:
         val_top1 = _apply(comps["val"], weights, cfg, n_classes, ids["val"], tmp / "val_products.parquet", progress)
         test_top1 = _apply(comps["test"], weights, cfg, n_classes, ids["test"], tmp / "test_products.parquet",
@@ -169,7 +180,7 @@ def run_ensemble(params: dict[str, Any], dedup_params: dict[str, Any] | None = N
     if metrics["product_accuracy_before_override"] + 1e-9 < best:
         log.warning("ensemble (%.4f) is below its best component (%.4f) on validation: weights were fitted on "
                     "a subsample; raise ensemble.fit_products", metrics["product_accuracy_before_override"], best)
-    write_json(paths.METRICS / "ensemble.json", metrics)
+    write_json(metrics_path, metrics)
     log.info("ensemble on validation: %s", json.dumps(metrics))
     return metrics
 
@@ -222,10 +233,10 @@ def _topk_unique(cand: np.ndarray, score: np.ndarray, k: int) -> tuple[np.ndarra
     return c, p / p.sum(axis=1, keepdims=True)
 
 
-def _votes(cfg: EnsembleConfig, val: pd.DataFrame) -> dict[str, Votes]:
+def _votes(cfg: EnsembleConfig, val: pd.DataFrame, dedup: Path) -> dict[str, Votes]:
     """Validation votes from the training fold only; test votes from every training product."""
-    dup = pd.read_parquet(paths.DEDUP / "duplicates.parquet", columns=["split", "_id", "md5", "category_id"])
-    hashes = pd.read_parquet(paths.DEDUP / "hashes.parquet", columns=["md5", "is_blank"])
+    dup = pd.read_parquet(dedup / "duplicates.parquet", columns=["split", "_id", "md5", "category_id"])
+    hashes = pd.read_parquet(dedup / "hashes.parquet", columns=["md5", "is_blank"])
     blank = frozenset(hashes.loc[hashes["is_blank"], "md5"])
     train = dup[dup["split"] == "train"]
     in_val = train["_id"].isin(val["_id"])

@@ -1,15 +1,25 @@
-"""Errors raised on bad input data.
+"""The project's own error types: what the user can fix (bad input, bad config, a missing tool).
 
-Every message names the file, and where known the byte offset and the product ``_id``,
-so a user with a 58 GB BSON can jump straight to the broken record.
+Every :class:`CdiscountError` ends a stage or command with one readable line and exit status 2
+(see :mod:`cdiscount.runner`); any other exception is a bug and keeps its traceback. Input
+messages name the file, and where known the byte offset and the product ``_id``, so a user with
+a 58 GB BSON can jump straight to the broken record.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 
-class InputError(Exception):
-    """Bad input: a malformed file, record or value. Exits the CLI with status 2."""
+class CdiscountError(Exception):
+    """Base of the errors a user can act on."""
+
+
+class ConfigError(CdiscountError):
+    """A params value that cannot work: names ``section.key``, the value and what is allowed."""
+
+
+class InputError(CdiscountError):
+    """Bad input: a malformed file, record or value."""
 
     def __init__(
         self,

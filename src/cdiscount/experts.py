@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,28 +20,45 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from .params import Section
+
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ExpertConfig:
-    """The ``specific`` section of params.yaml."""
+class ExpertConfig(Section):
+    """The ``specific`` section of params.yaml but ``slots`` and ``per_slot`` (one slot's view of it)."""
 
-    model: str = "mlp"  # mlp | logreg | ovr | xgboost
-    hidden: int = 256
-    epochs: int = 30
-    lr: float = 0.003
-    weight_decay: float = 0.0001
-    dropout: float = 0.3
-    C: float = 1.0  # logreg, ovr
-    max_depth: int = 4  # xgboost
-    n_estimators: int = 200
-    learning_rate: float = 0.1
-    grid: bool = False  # xgboost: report 000's grid search
-    grid_max_depth: list[int] = field(default_factory=lambda: [3, 5])
-    grid_n_estimators: list[int] = field(default_factory=lambda: [100, 300])
-    grid_learning_rate: list[float] = field(default_factory=lambda: [0.05, 0.2])
-    seed: int = 0
+    SECTION = "specific"
+    model: Literal["mlp", "logreg", "ovr", "xgboost"]
+    min_mass: float  # experts score products with at least this flat probability on their group
+    hidden: int
+    epochs: int
+    lr: float
+    weight_decay: float
+    dropout: float
+    C: float  # logreg, ovr
+    max_depth: int  # xgboost
+    n_estimators: int
+    learning_rate: float
+    grid: bool  # xgboost: report 000's grid search
+    grid_max_depth: list[int]
+    grid_n_estimators: list[int]
+    grid_learning_rate: list[float]
+    seed: int
+
+    def check(self) -> None:
+        self.require("min_mass", 0 <= self.min_mass <= 1, "a probability from 0 to 1")
+        for key in ("hidden", "epochs", "max_depth", "n_estimators"):
+            self.require(key, getattr(self, key) >= 1, ">= 1")
+        for key in ("lr", "C", "learning_rate"):
+            self.require(key, getattr(self, key) > 0, "> 0")
+        self.require("weight_decay", self.weight_decay >= 0, ">= 0")
+        self.require("dropout", 0 <= self.dropout < 1, "0 <= value < 1")
+        for key in ("grid_max_depth", "grid_n_estimators", "grid_learning_rate"):
+            self.require(key, len(getattr(self, key)) >= 1 and min(getattr(self, key)) > 0, "a non-empty list of "
+                         "values > 0")
+        self.require("seed", self.seed >= 0, "an integer >= 0")
 
 
 class Expert:

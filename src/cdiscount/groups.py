@@ -15,16 +15,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from . import paths
 from .atomic import atomic_path, write_json
 from .evaluation import write_csv
+from .params import Section
+from .topk import read_top1
 
 log = logging.getLogger(__name__)
 
@@ -73,32 +76,41 @@ def all_group(n_classes: int) -> dict[str, list[int]]:
     return {"all": list(range(n_classes))} if n_classes >= 2 else {}
 
 
-def _top1(preds: pd.DataFrame, ids: pd.Series) -> np.ndarray:
-    top = preds.set_index("_id")["top_idx"]
-    return np.array([int(a[0]) for a in top.loc[ids]], dtype=np.int64)
+@dataclass(frozen=True)
+class GroupsConfig(Section):
+    """The ``groups`` section of params.yaml."""
+
+    SECTION = "groups"
+    method: Literal["level1_accuracy", "confusion", "all"]
+    high: float  # level1_accuracy: coarse accuracy for a level-1 group's own expert
+    low: float  # below high: pooled into "band: middle"; below low: "band: low"
+    k: int  # confusion: times two categories must be confused in train AND val
+
+    def check(self) -> None:
+        self.require("high", 0 <= self.high <= 1, "an accuracy from 0 to 1")
+        self.require("low", 0 <= self.low <= self.high, f"an accuracy from 0 to groups.high ({self.high})")
+        self.require("k", self.k >= 1, "at least 1 confusion")
 
 
-def run_groups(params: dict[str, Any]) -> dict[str, Any]:
+def run_groups(cfg: GroupsConfig, taxonomy: Path, split_path: Path, flat_train: Path, groups_out: Path,
+               metrics_dir: Path) -> dict[str, Any]:
     """Write ``groups.json`` (group -> category ids) and a table of sizes and flat accuracies."""
-    method = params.get("method", "level1_accuracy")
-    tax = pd.read_parquet(paths.INTERIM / "taxonomy.parquet").sort_values("idx")
+    method = cfg.method
+    tax = pd.read_parquet(taxonomy).sort_values("idx")
     idx_of = tax.set_index("category_id")["idx"]
-    split = pd.read_parquet(paths.SPLIT)
-    preds = pd.read_parquet(paths.PREDS / "backbone" / "train_products.parquet")
+    split = pd.read_parquet(split_path)
+    top1 = read_top1(flat_train)
     folds = {f: split[split["fold"] == f] for f in ("train", "val")}
     truth = {f: folds[f]["category_id"].map(idx_of).to_numpy() for f in folds}
-    guess = {f: _top1(preds, folds[f]["_id"]) for f in folds}
+    guess = {f: top1.loc[folds[f]["_id"]].to_numpy(np.int64) for f in folds}
     n = len(tax)
     if method == "level1_accuracy":
-        by_index = level1_accuracy_groups(truth["val"], guess["val"], tax["level1"].to_numpy(),
-                                          params.get("high", 0.9), params.get("low", 0.6))
+        by_index = level1_accuracy_groups(truth["val"], guess["val"], tax["level1"].to_numpy(), cfg.high, cfg.low)
     elif method == "confusion":
-        sets = confusion_groups((truth["train"], guess["train"]), (truth["val"], guess["val"]), n, params.get("k", 3))
+        sets = confusion_groups((truth["train"], guess["train"]), (truth["val"], guess["val"]), n, cfg.k)
         by_index = {f"confusable {i:02d}": g for i, g in enumerate(sets)}
-    elif method == "all":
-        by_index = all_group(n)
     else:
-        raise ValueError(f"groups.method must be level1_accuracy, confusion or all, got {method!r}")
+        by_index = all_group(n)
     cats = tax["category_id"].to_numpy()
     groups = {name: cats[idx].astype(int).tolist() for name, idx in by_index.items()}
     rows = []
@@ -109,12 +121,12 @@ def run_groups(params: dict[str, Any]) -> dict[str, Any]:
                      if inside.any() else float("nan"),
                      "level1": " | ".join(sorted(set(tax["level1"].to_numpy()[idx])))})
     table = pd.DataFrame(rows, columns=["group", "categories", "val_products", "flat_accuracy", "level1"])
-    with atomic_path(paths.GROUPS) as tmp:
+    with atomic_path(groups_out) as tmp:
         tmp.write_text(json.dumps(groups, indent=2, ensure_ascii=False) + "\n")
-    write_csv(table, paths.METRICS / "groups.csv")
+    write_csv(table, metrics_dir / "groups.csv")
     metrics = {"method": method, "groups": len(groups),
                "categories_in_groups": int(sum(len(g) for g in groups.values())),
                "categories_outside_groups": int(n - len({c for g in groups.values() for c in g}))}
-    write_json(paths.METRICS / "groups.json", metrics)
+    write_json(metrics_dir / "groups.json", metrics)
     log.info("groups (%s):\n%s", method, table.to_string(index=False) if len(table) else "(none)")
     return metrics

@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,24 +23,27 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from . import paths
 from .atomic import atomic_dir, write_json
-from .components import read_topk
 from .evaluation import write_csv
-from .params import config_from
+from .params import Section
 from .routing import group_mass, hard_route, soft_route
-from .topk import PRODUCT_SCHEMA, product_table, topk
+from .topk import PRODUCT_SCHEMA, densify, product_table, read_topk, topk
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class HierarchyConfig:
+class HierarchyConfig(Section):
     """The ``hierarchy`` section of params.yaml."""
 
-    routing: str = "soft"  # soft | hard: the routing written for the ensemble
-    top_k: int = 20
-    chunk: int = 20000  # products densified at once (chunk x classes float32 in memory)
+    SECTION = "hierarchy"
+    routing: Literal["soft", "hard"]  # the routing written for the ensemble
+    top_k: int
+    chunk: int  # products densified at once (chunk x classes float32 in memory)
+
+    def check(self) -> None:
+        self.require("top_k", self.top_k >= 1, ">= 1")
+        self.require("chunk", self.chunk >= 1, ">= 1 product per chunk")
 
 
 @dataclass
@@ -73,22 +76,6 @@ def load_experts(specific_dir: Path) -> list[ExpertOutput]:
     return experts
 
 
-def densify(top_idx, top_prob, n_classes: int) -> np.ndarray:
-    """[N, C] probabilities from top-K rows (lists or [N, K] arrays, -1 = padding); the mass
-    outside the top K is spread evenly."""
-    if not len(top_idx):
-        return np.zeros((0, n_classes), dtype=np.float32)
-    idx = np.stack([np.asarray(i, dtype=np.int64) for i in top_idx])
-    prob = np.stack([np.asarray(p, dtype=np.float32) for p in top_prob])
-    pad = idx < 0
-    prob = np.where(pad, 0.0, prob).astype(np.float32)
-    rest = np.clip(1.0 - prob.sum(axis=1), 0.0, None) / np.maximum(n_classes - (~pad).sum(axis=1), 1)
-    out = np.repeat(rest[:, None].astype(np.float32), n_classes, axis=1)
-    # a pad re-writes the row's first class with its own value (the first slot is never a pad)
-    np.put_along_axis(out, np.where(pad, idx[:, :1], idx), np.where(pad, prob[:, :1], prob), axis=1)
-    return out / out.sum(axis=1, keepdims=True)
-
-
 def route_chunk(flat: np.ndarray, ids: np.ndarray, experts: list[ExpertOutput], split: str
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Soft- and hard-routed [N, C] distributions of one chunk.
@@ -107,23 +94,20 @@ def route_chunk(flat: np.ndarray, ids: np.ndarray, experts: list[ExpertOutput], 
     return soft_route(flat, groups, inside), hard_route(flat, groups, inside)
 
 
-def run_hierarchy(params: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
-    cfg = config_from(HierarchyConfig, params, "hierarchy")
-    if cfg.routing not in ("soft", "hard"):
-        raise ValueError(f"hierarchy.routing must be soft or hard, got {cfg.routing!r}")
-    tax = pd.read_parquet(paths.INTERIM / "taxonomy.parquet").sort_values("idx")
+def run_hierarchy(cfg: HierarchyConfig, *, taxonomy: Path, split_path: Path, flat: Path, specific: Path,
+                  fusion_metrics: Path, out_dir: Path, metrics_dir: Path, progress: bool) -> dict[str, Any]:
+    tax = pd.read_parquet(taxonomy).sort_values("idx")
     n_classes = len(tax)
-    experts = load_experts(paths.SPECIFIC)
-    split = pd.read_parquet(paths.SPLIT)
+    experts = load_experts(specific)
+    split = pd.read_parquet(split_path)
     val_ids = split.loc[split["fold"] == "val", "_id"].to_numpy()
-    flat_val = read_topk(paths.PREDS / "backbone" / "train_products.parquet", val_ids)
-    flat_test = read_topk(paths.PREDS / "backbone" / "test_products.parquet")
-    out_dir = paths.PREDS / "hierarchy"
+    flat_val = read_topk(flat / "train_products.parquet", val_ids)
+    flat_test = read_topk(flat / "test_products.parquet")
     with atomic_dir(out_dir) as tmp:
         val_top1 = _route_split(flat_val, experts, "val", n_classes, cfg, tmp / "val_products.parquet", progress)
         _route_split(flat_test, experts, "test", n_classes, cfg, tmp / "test_products.parquet", progress)
     truth = pd.Series(flat_val[0]).map(split.set_index("_id")["category_id"]).map(tax.set_index("category_id")["idx"])
-    return evaluate_hierarchy(truth.to_numpy(), val_top1, experts, tax)
+    return evaluate_hierarchy(truth.to_numpy(), val_top1, experts, tax, fusion_metrics, metrics_dir)
 
 
 def _route_split(flat: tuple[np.ndarray, np.ndarray, np.ndarray], experts: list[ExpertOutput], split: str,
@@ -146,7 +130,7 @@ def _route_split(flat: tuple[np.ndarray, np.ndarray, np.ndarray], experts: list[
 
 
 def evaluate_hierarchy(true: np.ndarray, top1: dict[str, np.ndarray], experts: list[ExpertOutput],
-                       tax: pd.DataFrame) -> dict[str, Any]:
+                       tax: pd.DataFrame, fusion_metrics: Path, metrics_dir: Path) -> dict[str, Any]:
     """``metrics/hierarchy.json`` plus per-group and per-category (taxonomy order) tables."""
     correct = {k: v == true for k, v in top1.items()}
     metrics: dict[str, Any] = {
@@ -155,9 +139,8 @@ def evaluate_hierarchy(true: np.ndarray, top1: dict[str, np.ndarray], experts: l
         "hierarchical_product_accuracy": float(correct["soft"].mean()),
         "hard_routing_product_accuracy": float(correct["hard"].mean()),
     }
-    fusion = paths.METRICS / "fusion.json"
-    if fusion.exists():
-        metrics["fusion_product_accuracy"] = json.loads(fusion.read_text())["fusion_product_accuracy"]
+    if fusion_metrics.exists():
+        metrics["fusion_product_accuracy"] = json.loads(fusion_metrics.read_text())["fusion_product_accuracy"]
     rows = []
     for e in experts:
         inside = np.isin(true, e.classes)
@@ -173,9 +156,9 @@ def evaluate_hierarchy(true: np.ndarray, top1: dict[str, np.ndarray], experts: l
                .groupby("idx").agg(products=("flat_accuracy", "size"), flat_accuracy=("flat_accuracy", "mean"),
                                    hierarchical_accuracy=("hierarchical_accuracy", "mean")).reset_index())
     per_cat = tax[["idx", "category_id", "level1", "level3"]].merge(per_cat, on="idx")
-    write_csv(per_group, paths.METRICS / "hierarchy_groups.csv")
-    write_csv(per_cat, paths.METRICS / "hierarchy_per_category.csv")
-    write_json(paths.METRICS / "hierarchy.json", metrics)
+    write_csv(per_group, metrics_dir / "hierarchy_groups.csv")
+    write_csv(per_cat, metrics_dir / "hierarchy_per_category.csv")
+    write_json(metrics_dir / "hierarchy.json", metrics)
     log.info("hierarchy on validation: flat %.4f, soft %.4f, hard %.4f", metrics["flat_product_accuracy"],
              metrics["hierarchical_product_accuracy"], metrics["hard_routing_product_accuracy"])
     log.info("per group:\n%s", per_group.to_string(index=False))

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_dir
 from .data import ImageDataset
-from .decode import open_store
+from .bson_io import open_store
 from .images import normalise
 from .topk import PRODUCT_SCHEMA, SCHEMA_FIELDS, ProductAggregator, product_table, topk
 from .train import autocast

@@ -27,10 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from . import paths
 from .atomic import atomic_dir
 
-REPORTS = Path("reports")
 
 #: Headline rows: label -> candidate (metrics file, flattened key); the first one present wins.
 HEADLINE: dict[str, list[tuple[str, str]]] = {
@@ -281,7 +279,7 @@ def _groups(doc: Doc, metrics: Path) -> None:
         doc.table(list(df.columns), df.astype(object).values.tolist())
 
 
-def write_report(out: str | Path = REPORTS, metrics: Path = paths.METRICS, live: Path = paths.LIVE_TRAIN) -> Path:
+def write_report(out: str | Path, metrics: Path, live: Path) -> Path:
     """Write ``report.md``, ``report.html`` and the PNGs into ``out``, replacing it as a whole (so no
     figure of an earlier run lingers, and a failure leaves the previous report intact)."""
     out = Path(out)

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import paths
 from .atomic import atomic_dir
-from .components import read_topk
+from .errors import ConfigError
 from .experts import ExpertConfig, fit_expert
 from .features import gather, product_spans, read_features
-from .params import config_from
+from .params import build
+from .topk import read_topk
 
 log = logging.getLogger(__name__)
 
@@ -44,42 +44,60 @@ def product_scores(expert, feats: np.ndarray, image_ids: np.ndarray) -> tuple[np
     return ids, probs / probs.sum(axis=1, keepdims=True)
 
 
-def run_specific(slot: str, slots: list[str], params: dict[str, Any]) -> dict[str, Any]:
+def slot_config(params: dict[str, Any], slot: str) -> tuple[list[str], ExpertConfig]:
+    """``specific.slots`` and the expert config of ``slot``: the common keys with the slot's
+    ``per_slot`` overrides on top (errors name ``specific.per_slot.<slot>.key`` for an override)."""
+    if "specific" not in params or not isinstance(params["specific"], dict):
+        raise ConfigError(f"specific: section missing or not a mapping (got {params.get('specific')!r})")
+    common = dict(params["specific"])
+    slots, per_slot = common.pop("slots", None), common.pop("per_slot", None)
+    if not isinstance(slots, list) or not slots or not all(isinstance(s, str) for s in slots) \
+            or len(set(slots)) != len(slots):
+        raise ConfigError(f"specific.slots = {slots!r}: expected a list of distinct slot names, e.g. [g0, g1]")
+    if not isinstance(per_slot, dict) or set(per_slot) - set(slots):
+        raise ConfigError(f"specific.per_slot = {per_slot!r}: expected a mapping of slot -> overrides whose slots "
+                          f"are in specific.slots {slots}")
     if slot not in slots:
-        raise ValueError(f"unknown slot {slot!r}; specific.slots = {slots}")
-    p = dict(params)
-    p.pop("slots", None)
-    p.update((p.pop("per_slot", None) or {}).get(slot) or {})  # this slot's overrides
-    min_mass = float(p.pop("min_mass", 0.01))
-    cfg = config_from(ExpertConfig, p, "specific")
-    groups = json.loads(paths.GROUPS.read_text())
+        raise ConfigError(f"specific: unknown slot {slot!r} (specific.slots = {slots})")
+    base = build(ExpertConfig, common)
+    overrides = per_slot.get(slot) or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"specific.per_slot.{slot} = {overrides!r}: expected a mapping of overrides")
+    return slots, build(ExpertConfig, {**common, **overrides}, f"specific.per_slot.{slot}") if overrides else base
+
+
+def run_specific(slot: str, slots: list[str], cfg: ExpertConfig, *, groups_path: Path, taxonomy: Path,
+                 train_images: Path, split_path: Path, features: Path, flat: Path, out: Path) -> dict[str, Any]:
+    """Train the expert of ``slot``'s group into ``out`` (an empty marker when there are fewer groups)."""
+    groups = json.loads(groups_path.read_text())
     names = ordered_groups(groups)
     i = slots.index(slot)
     if slot == slots[-1] and len(names) > len(slots):
         log.warning("%d groups but %d slots: groups %s get no expert (add names to specific.slots)",
                     len(names), len(slots), names[len(slots):])
-    out = paths.SPECIFIC / slot
     with atomic_dir(out) as tmp:
         if i >= len(names):
             (tmp / "meta.json").write_text(json.dumps({"slot": slot, "group": None}) + "\n")
             log.info("slot %s: no group (only %d groups)", slot, len(names))
             return {}
-        meta = _train_slot(names[i], groups[names[i]], cfg, min_mass, tmp)
+        meta = _train_slot(names[i], groups[names[i]], cfg, tmp, taxonomy=taxonomy, train_images=train_images,
+                           split_path=split_path, features=features, flat=flat)
         meta["slot"] = slot
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     log.info("slot %s: %s", slot, meta)
     return meta
 
 
-def _train_slot(group: str, category_ids: list[int], cfg: ExpertConfig, min_mass: float, out: Path) -> dict:
-    tax = pd.read_parquet(paths.INTERIM / "taxonomy.parquet")
+def _train_slot(group: str, category_ids: list[int], cfg: ExpertConfig, out: Path, *, taxonomy: Path,
+                train_images: Path, split_path: Path, features: Path, flat: Path) -> dict:
+    tax = pd.read_parquet(taxonomy)
     idx_of = tax.set_index("category_id")["idx"]
     classes = idx_of.loc[category_ids].to_numpy()  # global class indices, in the group's order
     local_of = {int(c): j for j, c in enumerate(category_ids)}
-    images = pd.read_parquet(paths.INTERIM / "train_images.parquet", columns=["_id", "category_id"])
-    fold = images["_id"].map(pd.read_parquet(paths.SPLIT, columns=["_id", "fold"]).set_index("_id")["fold"])
+    images = pd.read_parquet(train_images, columns=["_id", "category_id"])
+    fold = images["_id"].map(pd.read_parquet(split_path, columns=["_id", "fold"]).set_index("_id")["fold"])
     fold = fold.astype(str).to_numpy()
-    index, shards = read_features(paths.FEATURES / "train")
+    index, shards = read_features(features / "train")
     in_group = images["category_id"].isin(category_ids).to_numpy()
     train = np.flatnonzero(in_group & (fold == "train"))
     y = images["category_id"].to_numpy()[train]
@@ -90,14 +108,14 @@ def _train_slot(group: str, category_ids: list[int], cfg: ExpertConfig, min_mass
     accuracy = {}
     for split, rows_of in (("val", fold == "val"), ("test", None)):
         source = "train" if split == "val" else "test"
-        pid, top_idx, top_prob = read_topk(paths.PREDS / "backbone" / f"{source}_products.parquet",
+        pid, top_idx, top_prob = read_topk(flat / f"{source}_products.parquet",
                                            images["_id"][rows_of].unique() if split == "val" else None)
         mass = np.where(np.isin(top_idx, classes), top_prob, 0.0).sum(axis=1)  # flat probability on the group
-        wanted = pid[mass >= min_mass]
+        wanted = pid[mass >= cfg.min_mass]
         if source == "train":
             idx_frame, feat_shards, img_ids = index, shards, images["_id"].to_numpy()
         else:
-            idx_frame, feat_shards = read_features(paths.FEATURES / "test")
+            idx_frame, feat_shards = read_features(features / "test")
             img_ids = idx_frame["_id"].to_numpy()
         pos = np.flatnonzero(np.isin(img_ids, wanted))
         ids, probs = product_scores(expert, gather(idx_frame, feat_shards, pos), img_ids[pos]) if len(pos) \

@@ -14,6 +14,7 @@ exact picture match in the training fold.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,29 @@ import numpy as np
 import pandas as pd
 
 from .atomic import atomic_path, write_json
+from .params import Section
 
 log = logging.getLogger(__name__)
 
 FOLDS = ("train", "val", "unused")
+
+
+@dataclass(frozen=True)
+class SplitConfig(Section):
+    """The ``split`` section of params.yaml."""
+
+    SECTION = "split"
+    seed: int
+    val_fraction: float
+    cap_per_category: int  # max training products per category; 0 = no cap
+    min_products_for_val: int  # categories smaller than this give nothing to validation
+
+    def check(self) -> None:
+        self.require("seed", self.seed >= 0, "an integer >= 0")
+        self.require("val_fraction", 0 < self.val_fraction < 1, "a fraction strictly between 0 and 1")
+        self.require("cap_per_category", self.cap_per_category >= 0, "0 (no cap) or a positive count")
+        self.require("min_products_for_val", self.min_products_for_val >= 2,
+                     ">= 2 (a category needs one training product besides its validation one)")
 
 
 def assign_folds(
@@ -32,8 +52,8 @@ def assign_folds(
     *,
     seed: int,
     val_fraction: float,
-    cap_per_category: int = 0,
-    min_products_for_val: int = 2,
+    cap_per_category: int,
+    min_products_for_val: int,
 ) -> pd.DataFrame:
     """Return ``products`` (``_id``, ``category_id``) with a ``fold`` column.
 
@@ -62,21 +82,12 @@ def assign_folds(
     return out
 
 
-def run_split(
-    interim_dir: str | Path,
-    dedup_dir: str | Path,
-    out_path: str | Path,
-    metrics_path: str | Path,
-    *,
-    seed: int = 0,
-    val_fraction: float = 0.1,
-    cap_per_category: int = 0,
-    min_products_for_val: int = 2,
-) -> dict[str, Any]:
+def run_split(products_path: str | Path, duplicates: str | Path, out_path: str | Path, metrics_path: str | Path,
+              cfg: SplitConfig) -> dict[str, Any]:
     """Write ``split.parquet`` (``_id``, ``category_id``, ``fold``) and the split metrics."""
-    products = pd.read_parquet(Path(interim_dir) / "train_products.parquet", columns=["_id", "category_id"])
-    split = assign_folds(products, seed=seed, val_fraction=val_fraction, cap_per_category=cap_per_category,
-                         min_products_for_val=min_products_for_val)
+    products = pd.read_parquet(products_path, columns=["_id", "category_id"])
+    split = assign_folds(products, seed=cfg.seed, val_fraction=cfg.val_fraction, cap_per_category=cfg.cap_per_category,
+                         min_products_for_val=cfg.min_products_for_val)
     with atomic_path(out_path) as tmp:
         split.to_parquet(tmp, index=False)
     counts = split["fold"].value_counts()
@@ -87,7 +98,7 @@ def run_split(
         "unused_products": int(counts.get("unused", 0)),
         "categories": int(split["category_id"].nunique()),
         "categories_without_val": int((per_cat == 0).sum()),
-        "val_products_with_train_match": _val_matches(split, Path(dedup_dir) / "duplicates.parquet"),
+        "val_products_with_train_match": _val_matches(split, Path(duplicates)),
     }
     write_json(metrics_path, metrics)
     log.info("split: %s", metrics)

@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from .atomic import publish
-from .errors import InputError
+from .errors import CdiscountError, InputError
 
 HEADER = b"_id,category_id"
 _BOM = b"\xef\xbb\xbf"
@@ -37,8 +37,8 @@ CHUNK_LINES = 1 << 18
 _MAX_DIGITS = 18
 
 
-class SubmissionError(ValueError):
-    """A submission that cannot be written as asked (a ValueError: the CLI exits 2 with the message)."""
+class SubmissionError(CdiscountError):
+    """A submission that cannot be written as asked (the CLI exits 2 with the message)."""
 
 
 def gz_path(csv_path: str | Path) -> Path:
@@ -433,21 +433,21 @@ def _diagnose(line: bytes, lineno: int, problems: _Problems) -> tuple[int, int] 
     return values[0], values[1]
 
 
-def run_submission(labels: str | Path, interim: str | Path, out_csv: str | Path) -> dict[str, int]:
+def run_submission(labels: str | Path, test_products: str | Path, taxonomy: str | Path, out_csv: str | Path
+                   ) -> dict[str, int]:
     """Stage ``submission``: the ensemble's test labels as a Kaggle CSV, validated before it counts.
 
     The rows follow ``test_products.parquet`` (= ``test.bson`` order), whatever order the labels
     file has; an invalid result is removed and raised, never left looking finished.
     """
-    interim = Path(interim)
-    order = read_test_ids(interim / "test_products.parquet")
+    order = read_test_ids(test_products)
     table = pd.read_parquet(labels, columns=["_id", "category_id", "source"]).set_index("_id")
     missing = pd.Index(order).difference(table.index)
     if len(missing):
         raise InputError(labels, f"{len(missing)} test products have no label, e.g. _id {missing[:5].tolist()}")
     rows = table.loc[order]
     written = write_submission(order, rows["category_id"].to_numpy(), out_csv)
-    problems = validate_submission(out_csv, test_products=order, categories=interim / "taxonomy.parquet")
+    problems = validate_submission(out_csv, test_products=order, categories=taxonomy)
     if problems:
         for p in written:
             Path(p).unlink(missing_ok=True)

@@ -15,9 +15,9 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -29,58 +29,73 @@ from tqdm import tqdm
 from . import distributed
 from .atomic import atomic_path
 from .data import ImageDataset, epoch_order
-from .decode import open_store
+from .bson_io import open_store
 from .images import normalise
 from .models import build_backbone
-from .params import config_from
+from .params import Section
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """The ``train`` section of params.yaml."""
+class TrainConfig(Section):
+    """The ``train`` section of params.yaml (its comments say what each key does)."""
 
-    arch: str = "efficientnet_lite0"
-    pretrained: str = "imagenet"  # imagenet | none
-    image_size: int = 128
+    SECTION = "train"
+    arch: str
+    pretrained: Literal["imagenet", "none"]
+    image_size: int
     # Progressive resizing (report 002): one training size per epoch, head then full phase, e.g.
     # [64, 96, 128]; empty = image_size for every epoch. The last size is the model's input size.
-    image_sizes: list[int] = field(default_factory=list)
-    batch_size: int = 64
-    head_epochs: int = 2
-    full_epochs: int = 1
-    head_lr: float = 3e-3
-    full_lr: float = 5e-4
-    unfreeze_blocks: int = -1  # phase 2: last N blocks trainable; -1 = the whole body
-    freeze_bn: bool = True  # phase 2 keeps batch-norm statistics (small batches, shifted domain)
-    optimizer: str = "adamw"  # adamw | sgd | nadam
-    schedule: str = "onecycle"  # onecycle | cosine | constant
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.1
-    hflip: bool = True
-    balance_power: float = 0.0  # class-balanced sampling: 0 = natural, 1 = uniform over classes
-    dropout: float = 0.2
-    features_dim: int = 0  # > 0: a bottleneck of this width before the head (the cached features)
-    cap_per_category: int = 0  # > 0: at most this many training pictures per category (report 000: 300)
-    workers: int = 2
-    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp16 | off
-    channels_last: bool = True
-    compile: bool = False
-    device: str = "auto"
-    seed: int = 0
+    image_sizes: list[int]
+    batch_size: int
+    head_epochs: int
+    full_epochs: int
+    head_lr: float
+    full_lr: float
+    unfreeze_blocks: int  # phase 2: last N blocks trainable; -1 = the whole body
+    freeze_bn: bool  # phase 2 keeps batch-norm statistics (small batches, shifted domain)
+    optimizer: Literal["adamw", "nadam", "sgd"]
+    schedule: Literal["onecycle", "cosine", "constant"]
+    weight_decay: float
+    label_smoothing: float
+    hflip: bool
+    balance_power: float  # class-balanced sampling: 0 = natural, 1 = uniform over classes
+    dropout: float
+    features_dim: int  # > 0: a bottleneck of this width before the head (the cached features)
+    cap_per_category: int  # > 0: at most this many training pictures per category (report 000: 300)
+    workers: int
+    amp: Literal["auto", "bf16", "fp16", "off"]
+    channels_last: bool
+    compile: bool
+    device: str
+    seed: int
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        return config_from(cls, params, "train")
-
-    def __post_init__(self) -> None:
-        if self.image_sizes:
-            n = self.head_epochs + self.full_epochs
-            if len(self.image_sizes) != n or not all(isinstance(s, int) and s > 0 for s in self.image_sizes):
-                raise ValueError(f"train.image_sizes must list one positive size per epoch ({self.head_epochs} head "
-                                 f"+ {self.full_epochs} full = {n}), or be [] for image_size throughout; "
-                                 f"got {self.image_sizes}")
+    def check(self) -> None:
+        self.require("arch", bool(self.arch), "an architecture name (`cdiscount archs` lists them)")
+        self.require("image_size", 16 <= self.image_size <= 1024, "16 to 1024 pixels")
+        self.require("batch_size", self.batch_size >= 1, "at least 1 picture per batch")
+        self.require("head_epochs", self.head_epochs >= 0, ">= 0")
+        self.require("full_epochs", self.full_epochs >= 0 and self.head_epochs + self.full_epochs >= 1,
+                     ">= 0, with head_epochs + full_epochs >= 1 (nothing would be trained)")
+        self.require("head_lr", self.head_lr > 0, "a learning rate > 0")
+        self.require("full_lr", self.full_lr > 0, "a learning rate > 0")
+        self.require("unfreeze_blocks", self.unfreeze_blocks >= -1, "-1 (the whole body) or a number of blocks")
+        self.require("weight_decay", self.weight_decay >= 0, ">= 0")
+        self.require("label_smoothing", 0 <= self.label_smoothing < 1, "0 <= value < 1")
+        self.require("balance_power", 0 <= self.balance_power <= 1, "0 (natural frequencies) to 1 (uniform)")
+        self.require("dropout", 0 <= self.dropout < 1, "0 <= value < 1")
+        self.require("features_dim", self.features_dim >= 0, "0 (no bottleneck) or a width")
+        self.require("cap_per_category", self.cap_per_category >= 0, "0 (no cap) or a count")
+        self.require("workers", self.workers >= 0, "0 (load in the main process) or a number of processes")
+        self.require("device", self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+                     "auto, cpu, cuda or cuda:N")
+        self.require("seed", self.seed >= 0, "an integer >= 0")
+        n = self.head_epochs + self.full_epochs
+        self.require("image_sizes", not self.image_sizes or (len(self.image_sizes) == n
+                                                                and all(16 <= s <= 1024 for s in self.image_sizes)),
+                     f"one size (16 to 1024) per epoch ({self.head_epochs} head + {self.full_epochs} full = {n}), "
+                     "or [] for image_size throughout")
 
     def phases(self) -> list[str]:
         return ["head"] * self.head_epochs + ["full"] * self.full_epochs
@@ -114,7 +129,7 @@ def cap_rows(labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return np.sort(order[rank < cap])
 
 
-def load_train_data(interim: Path, split_path: Path, cap_per_category: int = 0, seed: int = 0) -> TrainData:
+def load_train_data(interim: Path, split_path: Path, cap_per_category: int, seed: int) -> TrainData:
     """Image rows and class indices of the training and validation folds."""
     tax = pd.read_parquet(interim / "taxonomy.parquet", columns=["category_id", "idx"])
     images = pd.read_parquet(interim / "train_images.parquet", columns=["_id", "category_id"])
@@ -173,7 +188,7 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out: Path, ckpt_dir: Path,
-                   live_dir: Path, *, progress: bool = True) -> dict[str, Any]:
+                   live_dir: Path, *, progress: bool) -> dict[str, Any]:
     """Train (or resume training) and write ``model_out``; returns the last epoch's metrics."""
     ctx = distributed.setup(cfg.device)
     torch.manual_seed(cfg.seed)

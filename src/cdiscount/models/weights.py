@@ -14,8 +14,10 @@ from urllib.parse import urlparse
 
 import torch.hub
 
+from ..errors import CdiscountError
 
-class WeightsUnavailable(RuntimeError):
+
+class WeightsUnavailable(CdiscountError, RuntimeError):
     """Pretrained weights are neither cached nor downloadable."""
 
 

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from ..errors import CdiscountError
+
 #: Pinned install lines, quoted in error messages (keep in sync with pyproject.toml).
 RAPIDOCR_PIP = "pip install 'rapidocr==3.10.0' 'onnxruntime==1.32.0'"
 TESSERACT_APT = "sudo apt-get install -y tesseract-ocr tesseract-ocr-{lang}"
@@ -37,7 +39,7 @@ RAPIDOCR_MODELS = {
 }
 
 
-class OcrEngineUnavailable(RuntimeError):
+class OcrEngineUnavailable(CdiscountError, RuntimeError):
     """The engine (binary, language pack or Python package) is not installed; says what to install."""
 
 

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..errors import ConfigError
+
 cv2.setNumThreads(1)  # parallelism comes from OCR worker processes, not from inside one image
 
 
@@ -44,11 +46,12 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.upscale <= 8:
-            raise ValueError(f"upscale must be within [0.25, 8], got {self.upscale}")
+            raise ConfigError(f"ocr.preprocess.upscale = {self.upscale!r}: must be within [0.25, 8]")
         if self.threshold_block < 3 or self.threshold_block % 2 == 0:
-            raise ValueError(f"threshold_block must be an odd number >= 3, got {self.threshold_block}")
+            raise ConfigError(f"ocr.preprocess.threshold_block = {self.threshold_block!r}: must be an odd number >= 3")
         if self.clahe_tile < 1 or self.border < 0:
-            raise ValueError("clahe_tile must be >= 1 and border >= 0")
+            raise ConfigError(f"ocr.preprocess: clahe_tile ({self.clahe_tile}) must be >= 1 and border "
+                              f"({self.border}) >= 0")
 
     @classmethod
     def from_params(cls, params: dict[str, Any] | None) -> PreprocessConfig:
@@ -57,7 +60,7 @@ class PreprocessConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(params) - known)
         if unknown:
-            raise ValueError(f"unknown preprocessing params {unknown}; known: {sorted(known)}")
+            raise ConfigError(f"ocr.preprocess: unknown keys {unknown} (known: {sorted(known)})")
         return cls(**params)
 
     def to_dict(self) -> dict[str, Any]:

@@ -250,7 +250,7 @@ def read_images(
     """OCR every distinct picture of ``items`` not yet in the cache at ``cache_path``; update the cache.
 
     ``items`` yields ``(md5, payload)`` pairs, payload being JPEG bytes; or a row of ``store``
-    = an :class:`~cdiscount.bson_io.ImageStore` (``cdiscount.decode.open_store(interim, 'train')``,
+    = an :class:`~cdiscount.bson_io.ImageStore` (``cdiscount.bson_io.open_store(interim, 'train')``,
     rows of ``{split}_images.parquet``; see :func:`image_jobs`); or an ``(offset, length)`` span
     of ``store`` = a :class:`SpanReader` of the source BSON (see :func:`span_jobs`: the leanest
     at real scale, as workers then hold no index). ``workers``: processes (None = all

@@ -23,7 +23,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..atomic import atomic_dir
-from ..params import config_from
+from ..errors import ConfigError
+from ..params import Section
 from ..taxonomy import read_category_names
 from . import draw
 from .vocabulary import FILLER_WORDS, GENRE_WORDS, NAMES
@@ -35,26 +36,34 @@ IMAGES_PER_PRODUCT = np.array([0.62, 0.19, 0.08, 0.11])
 
 
 @dataclass(frozen=True)
-class SampleConfig:
+class SampleConfig(Section):
     """Sizes and difficulty knobs (the ``sample`` section of params.yaml)."""
 
-    seed: int = 42
-    train_products: int = 2400
-    test_products: int = 600
-    zipf_exponent: float = 1.0  # category frequency ~ 1 / rank**a
-    min_products_per_category: int = 10
-    fine_noise: float = 0.16  # spread of a product's style around its category's (0..1 style units)
-    text_fraction: float = 0.85  # share of book / CD covers with a legible title
-    placeholder_rate: float = 0.03  # per picture: replaced by a placeholder shared across categories
-    train_relist_fraction: float = 0.05  # train products re-listing an earlier product's pictures
-    test_relist_fraction: float = 0.2  # test products re-listing a train product's pictures
-    instructions_category: int = 1000011427  # CARTOUCHE IMPRIMANTE: sellers repeat a compatibility sheet
-    instructions_rate: float = 0.5
-    jpeg_quality: int = 85
+    SECTION = "sample"
+    seed: int
+    train_products: int
+    test_products: int
+    zipf_exponent: float  # category frequency ~ 1 / rank**a
+    min_products_per_category: int
+    fine_noise: float  # spread of a product's style around its category's (0..1 style units)
+    text_fraction: float  # share of book / CD covers with a legible title
+    placeholder_rate: float  # per picture: replaced by a placeholder shared across categories
+    train_relist_fraction: float  # train products re-listing an earlier product's pictures
+    test_relist_fraction: float  # test products re-listing a train product's pictures
+    instructions_category: int  # CARTOUCHE IMPRIMANTE: sellers repeat a compatibility sheet
+    instructions_rate: float
+    jpeg_quality: int
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> SampleConfig:
-        return config_from(cls, params, "sample")
+    def check(self) -> None:
+        self.require("seed", self.seed >= 0, "an integer >= 0")
+        self.require("train_products", self.train_products >= 1, ">= 1")
+        self.require("test_products", self.test_products >= 1, ">= 1")
+        self.require("min_products_per_category", self.min_products_per_category >= 1, ">= 1")
+        self.require("zipf_exponent", self.zipf_exponent >= 0, ">= 0")
+        for key in ("fine_noise", "text_fraction", "placeholder_rate", "train_relist_fraction",
+                    "test_relist_fraction", "instructions_rate"):
+            self.require(key, 0 <= getattr(self, key) <= 1, "a fraction from 0 to 1")
+        self.require("jpeg_quality", 1 <= self.jpeg_quality <= 100, "1 to 100")
 
 
 def sample_categories() -> pd.DataFrame:
@@ -121,12 +130,12 @@ def _category_counts(ids: np.ndarray, total: int, cfg: SampleConfig, rng: np.ran
     return cfg.min_products_per_category + rng.multinomial(total - k * cfg.min_products_per_category, w)
 
 
-def generate_sample(out_dir: str | Path, cfg: SampleConfig = SampleConfig(), progress: bool = True) -> dict[str, Any]:
+def generate_sample(out_dir: str | Path, cfg: SampleConfig, progress: bool = True) -> dict[str, Any]:
     """Write the sample folder atomically; returns a summary of what it holds."""
     rng = np.random.default_rng(cfg.seed)
     cats = sample_categories()
     if cfg.instructions_category not in set(cats["category_id"]):
-        raise ValueError(f"sample.instructions_category {cfg.instructions_category} is not a sample category")
+        raise ConfigError(f"sample.instructions_category {cfg.instructions_category} is not a sample category")
     ids = cats["category_id"].to_numpy()
     maker = _Maker(cats, cfg, rng)
     counts = _category_counts(ids, cfg.train_products, cfg, rng)

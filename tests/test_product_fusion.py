@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cdiscount.fusion import FusionConfig, FusionHead, ProductFeatures, predict_fusion, train_fusion
+from cdiscount.product_fusion import FusionConfig, FusionHead, ProductFeatures, predict_fusion, train_fusion
 
 
 def _products(tmp_path, n=600, d=16, k=4, seed=0):

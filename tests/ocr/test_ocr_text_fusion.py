@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cdiscount.ocr.fusion import (Fusion, accuracy, cross_fitted, fit_fusion, fit_poe_weight, fit_stack,
+from cdiscount.ocr.text_fusion import (Fusion, accuracy, cross_fitted, fit_fusion, fit_poe_weight, fit_stack,
                                   image_probs_from_topk, labels_to_index, product_of_experts, renormalize)
 
 K = 5

@@ -16,7 +16,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -25,31 +25,40 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import paths
 from .atomic import atomic_dir, write_json
 from .evaluation import evaluate_products, write_csv
 from .features import padded, product_spans, read_features
-from .params import config_from
+from .params import Section
 from .topk import PRODUCT_SCHEMA, product_table, topk
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class FusionConfig:
+class FusionConfig(Section):
     """The ``fusion`` section of params.yaml."""
 
-    pooling: str = "meanmax"  # meanmax | attention
-    max_pictures: int = 4
-    hidden: int = 512
-    dropout: float = 0.5
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 0.002
-    weight_decay: float = 0.0001
-    label_smoothing: float = 0.1
-    top_k: int = 20
-    seed: int = 0
+    SECTION = "fusion"
+    pooling: Literal["meanmax", "attention"]
+    max_pictures: int
+    hidden: int
+    dropout: float
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    label_smoothing: float
+    top_k: int
+    seed: int
+
+    def check(self) -> None:
+        for key in ("max_pictures", "hidden", "epochs", "batch_size", "top_k"):
+            self.require(key, getattr(self, key) >= 1, ">= 1")
+        self.require("lr", self.lr > 0, "> 0")
+        self.require("weight_decay", self.weight_decay >= 0, ">= 0")
+        for key in ("dropout", "label_smoothing"):
+            self.require(key, 0 <= getattr(self, key) < 1, "0 <= value < 1")
+        self.require("seed", self.seed >= 0, "an integer >= 0")
 
 
 class FusionHead(nn.Module):
@@ -146,20 +155,19 @@ def predict_fusion(model: FusionHead, feats: ProductFeatures, rows: np.ndarray, 
             w.write_table(product_table(feats.ids[pick], idx, prob))
 
 
-def run_fusion(params: dict[str, Any], *, progress: bool = True) -> dict[str, Any]:
+def run_fusion(cfg: FusionConfig, *, taxonomy: Path, products: Path, split_path: Path, features: Path,
+               flat_train: Path, out_dir: Path, metrics_dir: Path, progress: bool) -> dict[str, Any]:
     """Train on the train fold, write val/test top-K, compare with mean-of-picture-probabilities."""
-    cfg = config_from(FusionConfig, params, "fusion")
-    tax = pd.read_parquet(paths.INTERIM / "taxonomy.parquet")
-    split = pd.read_parquet(paths.SPLIT)
-    truth = pd.read_parquet(paths.INTERIM / "train_products.parquet", columns=["_id", "category_id"])
-    train_feats = ProductFeatures.open(paths.FEATURES / "train")
+    tax = pd.read_parquet(taxonomy)
+    split = pd.read_parquet(split_path)
+    truth = pd.read_parquet(products, columns=["_id", "category_id"])
+    train_feats = ProductFeatures.open(features / "train")
     fold = pd.Series(train_feats.ids).map(split.set_index("_id")["fold"]).astype(str).to_numpy()
     label = pd.Series(train_feats.ids).map(truth.set_index("_id")["category_id"]).map(
         tax.set_index("category_id")["idx"]).to_numpy()
     train_rows, val_rows = np.flatnonzero(fold == "train"), np.flatnonzero(fold == "val")
     model = train_fusion(train_feats, train_rows, label[train_rows], len(tax), cfg, progress=progress)
-    test_feats = ProductFeatures.open(paths.FEATURES / "test")
-    out_dir = paths.PREDS / "fusion"
+    test_feats = ProductFeatures.open(features / "test")
     with atomic_dir(out_dir) as tmp:
         predict_fusion(model, train_feats, val_rows, tmp / "val_products.parquet", top_k=cfg.top_k,
                        progress=progress)
@@ -167,17 +175,17 @@ def run_fusion(params: dict[str, Any], *, progress: bool = True) -> dict[str, An
                        top_k=cfg.top_k, progress=progress)
         torch.save({"state_dict": model.state_dict(), "config": cfg.__dict__, "dim": train_feats.dim,
                     "n_classes": len(tax)}, tmp / "fusion.pt")
-    return evaluate_fusion(out_dir, train_feats, val_rows)
+    return evaluate_fusion(out_dir, train_feats, val_rows, tax=tax, split=split, flat_train=flat_train,
+                           metrics_dir=metrics_dir)
 
 
-def evaluate_fusion(out_dir: Path, feats: ProductFeatures, val_rows: np.ndarray) -> dict[str, Any]:
-    """``metrics/fusion.json``: the head vs the backbone's mean of picture log-probabilities, on all
+def evaluate_fusion(out_dir: Path, feats: ProductFeatures, val_rows: np.ndarray, *, tax: pd.DataFrame,
+                    split: pd.DataFrame, flat_train: Path, metrics_dir: Path) -> dict[str, Any]:
+    """``fusion.json``: the head vs the backbone's mean of picture log-probabilities, on all
     validation products and on those with several pictures (where pooling can help)."""
-    tax = pd.read_parquet(paths.INTERIM / "taxonomy.parquet")
-    split = pd.read_parquet(paths.SPLIT)
     val = split[split["fold"] == "val"][["_id", "category_id"]]
     fused = pd.read_parquet(out_dir / "val_products.parquet")
-    flat = pd.read_parquet(paths.PREDS / "backbone" / "train_products.parquet")
+    flat = pd.read_parquet(flat_train)
     flat = flat[flat["_id"].isin(val["_id"])]
     multi = set(feats.ids[val_rows][feats.count[val_rows] > 1])
     metrics: dict[str, Any] = {}
@@ -190,8 +198,8 @@ def evaluate_fusion(out_dir: Path, feats: ProductFeatures, val_rows: np.ndarray)
         if name == "fusion":
             metrics.update(products=m["products"], multi_picture_products=several["products"],
                            top5_accuracy=m["top5_accuracy"], level1_accuracy=m["level1_accuracy"])
-            write_csv(per_cat, paths.METRICS / "fusion_per_category.csv")
+            write_csv(per_cat, metrics_dir / "fusion_per_category.csv")
     metrics["gain"] = metrics["fusion_product_accuracy"] - metrics["mean_of_pictures_product_accuracy"]
-    write_json(paths.METRICS / "fusion.json", metrics)
+    write_json(metrics_dir / "fusion.json", metrics)
     log.info("fusion on validation: %s", metrics)
     return metrics

@@ -13,8 +13,9 @@ Both fusions have one form, a weighted product of experts on the products with u
 
 Products without usable text keep their image probabilities unchanged (their text row is
 uniform, which a product of experts ignores anyway). The image model only keeps its top K
-classes per product (see ``cdiscount.topk``): :func:`image_probs_from_topk` spreads the mass it
-did not keep evenly over the other classes, then restricts to the selected categories.
+classes per product: ``cdiscount.topk.densify_columns`` spreads the mass it did not keep evenly
+over the other classes and keeps the selected categories' columns, and :func:`renormalize`
+floors and rescales them.
 """
 from __future__ import annotations
 
@@ -33,27 +34,6 @@ def renormalize(p: np.ndarray, floor: float = FLOOR) -> np.ndarray:
     the selected categories' columns)."""
     p = np.maximum(np.asarray(p, dtype=np.float64), floor)
     return p / p.sum(axis=1, keepdims=True)
-
-
-def image_probs_from_topk(top_idx: Sequence[np.ndarray], top_prob: Sequence[np.ndarray], selected: np.ndarray,
-                          n_classes: int) -> np.ndarray:
-    """Dense [n, len(selected)] image probabilities from per-product top-K lists.
-
-    ``selected``: the category indices (columns of the image model) to keep, in output order.
-    A class outside a product's top K gets an equal share of the mass the top K left over.
-    """
-    selected = np.asarray(selected, dtype=np.int64)
-    col = np.full(n_classes, -1, dtype=np.int64)
-    col[selected] = np.arange(len(selected))
-    out = np.empty((len(top_idx), len(selected)))
-    for i, (idx, prob) in enumerate(zip(top_idx, top_prob)):
-        idx = np.asarray(idx, dtype=np.int64)
-        prob = np.asarray(prob, dtype=np.float64)
-        rest = max(0.0, 1.0 - float(prob.sum())) / max(n_classes - len(idx), 1)
-        out[i] = rest
-        j = col[idx]
-        out[i, j[j >= 0]] = prob[j >= 0]
-    return renormalize(out)
 
 
 def labels_to_index(labels: Sequence[Hashable], classes: Sequence[Hashable]) -> np.ndarray:

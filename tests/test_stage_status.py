@@ -1,0 +1,102 @@
+"""Editing a library module makes DVC re-run exactly the stages that import it (``dvc status``, no run)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cdiscount.code_deps import code_deps
+from conftest import REPO
+
+DVC = str(Path(sys.executable).parent / "dvc")
+
+
+#: Written into a scratch copy so DVC can record a lock for every stage without running one.
+_LOCK_ALL = """
+from pathlib import Path
+from dvc.repo import Repo
+
+repo = Repo(".")
+for stage in repo.index.stages:
+    for entry in [*stage.deps, *stage.outs]:
+        p = Path(entry.fs_path)
+        if p.exists() or p.is_relative_to(Path.cwd() / "src") or p.is_relative_to(Path.cwd() / "stages"):
+            continue
+        if p.suffix:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("placeholder\\n")
+        else:
+            p.mkdir(parents=True, exist_ok=True)
+            (p / "placeholder").write_text("placeholder\\n")
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.fixture(scope="module")
+def locked_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's tracked files in a scratch git repo, every stage's deps and outs stood in by
+    placeholders and committed to a fresh dvc.lock: ``dvc status`` is clean, and nothing ran."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    dst = tmp_path_factory.mktemp("status") / "repo"
+    for f in files:
+        if (REPO / f).is_file() and f != "dvc.lock":
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    subprocess.run([sys.executable, "-c", _LOCK_ALL], cwd=dst, env=_env(), check=True)
+    out = subprocess.run([DVC, "commit", "-f", "-q"], cwd=dst, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _code_changed(dst) == {}
+    return dst
+
+
+def _code_changed(repo: Path) -> dict[str, set[str]]:
+    """stage -> the code deps ``dvc status`` reports as changed."""
+    out = subprocess.run([DVC, "status", "--json"], cwd=repo, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    changed: dict[str, set[str]] = {}
+    for stage, entries in json.loads(out.stdout or "{}").items():
+        for entry in entries:
+            if isinstance(entry, dict):
+                for path in entry.get("changed deps", {}):
+                    if path.startswith(("src/", "stages/")):
+                        changed.setdefault(stage, set()).add(path)
+    return changed
+
+
+def _importers(repo: Path, module: str) -> set[str]:
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    out = set()
+    for name, body in stages.items():
+        script = repo / body.get("do", body)["cmd"].split()[1]
+        if (repo / module).resolve() in {p.resolve() for p in code_deps(script, repo / "src")}:
+            out |= {f"{name}@{s}" for s in params["specific"]["slots"]} if "foreach" in body else {name}
+    return out
+
+
+@pytest.mark.parametrize("module", ["src/cdiscount/topk.py", "src/cdiscount/params.py",
+                                    "src/cdiscount/ocr/text.py", "src/cdiscount/models/vanilla.py",
+                                    "src/cdiscount/taxonomy.py"])
+def test_editing_a_module_changes_exactly_the_stages_that_import_it(locked_copy: Path, module: str) -> None:
+    before = _code_changed(locked_copy)
+    path = locked_copy / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# edited\n")
+        after = _code_changed(locked_copy)
+    finally:
+        path.write_text(original)
+    newly = {s for s, deps in after.items()
+             if any(module == d or module.startswith(d + "/") for d in deps - before.get(s, set()))}
+    assert newly == _importers(locked_copy, module) and newly, module
