@@ -19,6 +19,10 @@ FLAT = Path("data/preds/backbone")
 OUT = Path("models/specific")
 
 
+def options(ap) -> None:
+    ap.add_argument("slot", help="a name from specific.slots: the expert of that slot's group")
+
+
 def main(args) -> None:
     slots, cfg = slot_config(args.params, args.slot)
     run_specific(args.slot, slots, cfg, groups_path=GROUPS, taxonomy=TAXONOMY, train_images=TRAIN_IMAGES,
@@ -26,5 +30,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_stage(main, __doc__, options=lambda ap: ap.add_argument(
-        "slot", help="a name from specific.slots: the expert of that slot's group")))
+    raise SystemExit(run_stage(main, __doc__, options=options))

@@ -19,9 +19,31 @@ PARAMS = load_params(REPO / "params.yaml")
 C = TypeVar("C", bound=Section)
 
 
+def load_stage(name: str):
+    """The module of ``stages/<name>.py`` (its path constants, its ``main``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"stage_{name}", REPO / "stages" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run_stage(name: str, *args: str) -> int:
+    """Run ``stages/<name>.py`` in this process, in the current directory, as DVC would (no bars)."""
+    from cdiscount.runner import run_stage as runner
+
+    mod = load_stage(name)
+    return runner(mod.main, mod.__doc__, ["-q", *args], options=getattr(mod, "options", None))
+
+
 def config(cls: type[C], **overrides: Any) -> C:
     """``cls``'s section of the repository's params.yaml with ``overrides`` (checked like params)."""
-    return dataclasses.replace(load_config(cls, PARAMS), **overrides)
+    from cdiscount.experts import ExpertConfig
+    from cdiscount.specific import slot_config
+
+    base = slot_config(PARAMS, PARAMS["specific"]["slots"][0])[1] if cls is ExpertConfig else load_config(cls, PARAMS)
+    return dataclasses.replace(base, **overrides)
 
 
 SHARED = Path(os.environ.get("CDISCOUNT_SHARED", REPO.parent / "shared" / "cdiscount"))

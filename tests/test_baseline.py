@@ -3,7 +3,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cdiscount.baseline import _multi_index, nearest, phash64, run_baseline
+from cdiscount.baseline import BaselineConfig, _multi_index, nearest, phash64, run_baseline
+from conftest import PARAMS, config
 from cdiscount.split import assign_folds
 
 
@@ -14,7 +15,7 @@ def test_multi_index_agrees_with_brute_force_within_radius() -> None:
     queries = np.array([refs[i * 7] ^ f[0] ^ (f[1] if i % 2 else np.uint64(0)) for i, f in enumerate(flips)],
                        dtype=np.uint64)
     queries = np.concatenate([queries, rng.integers(0, 2**63, size=50, dtype=np.uint64)])  # far from all
-    b_idx, b_dist = nearest(queries, refs)
+    b_idx, b_dist = nearest(queries, refs, brute_force_pairs=PARAMS["baseline"]["brute_force_pairs"])
     m_idx, m_dist = _multi_index(queries, refs)
     close = b_dist <= 3
     assert close[:200].all()
@@ -26,8 +27,10 @@ def test_multi_index_agrees_with_brute_force_within_radius() -> None:
 
 def test_baseline_on_the_sample_beats_chance(tiny_interim: Path, tmp_path: Path) -> None:
     split = tmp_path / "split.parquet"
-    assign_folds(pd.read_parquet(tiny_interim / "train_products.parquet"), seed=0, val_fraction=0.2).to_parquet(split)
-    m = run_baseline(tiny_interim, split, tmp_path / "baseline.json", workers=1, progress=False)
+    assign_folds(pd.read_parquet(tiny_interim / "train_products.parquet"), seed=0, val_fraction=0.2,
+                 cap_per_category=0, min_products_for_val=2).to_parquet(split)
+    m = run_baseline(tiny_interim, split, tmp_path / "baseline.json", config(BaselineConfig, workers=1),
+                     progress=False)
     majority = pd.read_parquet(split).query("fold == 'val'")["category_id"].value_counts(normalize=True).iloc[0]
     assert m["product_accuracy"] > majority
     assert 0 < m["exact_match_rate"] < 1

@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cdiscount.components import Component, candidates, combine, read_component, read_topk, simplex_grid
+from cdiscount.components import Component, candidates, combine, read_component, simplex_grid
+from cdiscount.errors import InputError
+from cdiscount.topk import read_topk
 
 
 def test_lookup_uses_the_top_k_value_or_the_row_floor() -> None:
@@ -47,5 +49,5 @@ def test_read_component_streams_the_wanted_products_in_the_asked_order(tmp_path)
     assert ids.tolist() == [9, 7] and idx.tolist() == [[3, 0], [0, 2]] and idx.dtype == np.int64
     c = read_component("x", path, np.array([7, 5, 2]))
     assert c.idx.tolist() == [[0, 2], [1, 2], [4, 1]] and np.allclose(c.prob[1], [0.5, 0.4])
-    with pytest.raises(ValueError, match=r"component 'x': 1 products .* \[8\]"):
+    with pytest.raises(InputError, match=r"preds.parquet: component 'x': 1 products .* \[8\]"):
         read_component("x", path, np.array([5, 8]))

@@ -1,15 +1,16 @@
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import bson
 import pandas as pd
 import pytest
 
-from cdiscount.cli import main
-from cdiscount.decode import decode_file, open_store, read_image, run_decode
+from cdiscount.bson_io import open_store, read_image
+from cdiscount.decode import decode_file, run_decode
 from cdiscount.errors import InputError
-from conftest import write_bson
+from conftest import DECODE, REPO, run_stage, write_bson
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(60)
 CATS = frozenset({10, 20})
@@ -18,11 +19,13 @@ CATS = frozenset({10, 20})
 def _decode(tmp_path: Path, src: Path, **kw):
     return decode_file(src, tmp_path / "p.parquet", tmp_path / "i.parquet", tmp_path / "s.parquet",
                        labelled=kw.pop("labelled", True), category_ids=kw.pop("category_ids", CATS),
-                       progress=False, **kw)
+                       on_error=kw.pop("on_error", "raise"), workers=kw.pop("workers", 0),
+                       block_size=kw.pop("block_size", 32 << 20), progress=False, **kw)
 
 
 def test_real_example_products_images_and_categories(kaggle_dir: Path, tmp_path: Path) -> None:
-    metrics = run_decode(kaggle_dir, tmp_path / "interim", tmp_path / "metrics", workers=2, progress=False)
+    metrics = run_decode(kaggle_dir, tmp_path / "interim", tmp_path / "metrics", replace(DECODE, workers=2),
+                         progress=False)
     assert metrics["train_products"] == 82
     assert metrics["train_images"] == 110
     assert metrics["test_products"] == 82
@@ -35,7 +38,7 @@ def test_real_example_products_images_and_categories(kaggle_dir: Path, tmp_path:
 
 
 def test_real_example_offsets_and_md5_match_the_bson(kaggle_dir: Path, tmp_path: Path, example_docs) -> None:
-    run_decode(kaggle_dir, tmp_path / "interim", tmp_path / "metrics", workers=0, progress=False)
+    run_decode(kaggle_dir, tmp_path / "interim", tmp_path / "metrics", DECODE, progress=False)
     images = pd.read_parquet(tmp_path / "interim" / "train_images.parquet")
     store = open_store(tmp_path / "interim", "train")
     by_id = {d["_id"]: d for d in example_docs}
@@ -45,7 +48,7 @@ def test_real_example_offsets_and_md5_match_the_bson(kaggle_dir: Path, tmp_path:
         assert row.md5 == hashlib.md5(pic).hexdigest()
     p33 = images[images["_id"] == 33]
     assert len(p33) == 2 and p33["md5"].nunique() == 1  # product 33 holds two identical pictures
-    assert read_image("train", 33, 1, interim_dir=tmp_path / "interim") == by_id[33]["imgs"][1]["picture"]
+    assert read_image(tmp_path / "interim", "train", 33, 1) == by_id[33]["imgs"][1]["picture"]
 
 
 def test_parallel_and_serial_give_identical_tables(tiny_sample: Path, tmp_path: Path) -> None:
@@ -142,14 +145,16 @@ def test_cli_exits_nonzero_and_writes_nothing_on_bad_input(tmp_path: Path, monke
         "category_id,category_level1,category_level2,category_level3\n10,A,B,C\n20,A,B,D\n")
     work = tmp_path / "work"
     work.mkdir()
-    (work / "params.yaml").write_text(f"data:\n  raw_dir: {raw}\ndecode:\n  workers: 0\n")
+    (work / "params.yaml").write_text(f"data:\n  raw_dir: {raw}\ndecode:\n  on_error: raise\n  workers: 0\n"
+                                      "  block_size_mb: 32\n")
     monkeypatch.chdir(work)
-    assert main(["-q", "decode"]) == 2
+    assert run_stage("decode") == 2
     assert "train.bson" in caplog.text and "_id 2" in caplog.text and "category_id 99" in caplog.text
     leftovers = [p for p in work.rglob("*") if p.is_file() and p.name != "params.yaml"]
     assert leftovers == []
-    (work / "params.yaml").write_text(f"data:\n  raw_dir: {raw}\ndecode:\n  workers: 0\n  on_error: skip\n")
-    assert main(["-q", "decode"]) == 0
+    (work / "params.yaml").write_text(f"data:\n  raw_dir: {raw}\ndecode:\n  workers: 0\n  on_error: skip\n"
+                                      "  block_size_mb: 32\n")
+    assert run_stage("decode") == 0
     metrics = json.loads((work / "metrics" / "decode.json").read_text())
     assert metrics["train_skipped_records"] == 1 and metrics["train_skipped_by_reason"] == {"unknown_category": 1}
     assert metrics["train_products"] == 1 and metrics["test_products"] == 1

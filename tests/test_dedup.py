@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from cdiscount.decode import run_decode
-from cdiscount.dedup import image_std, run_dedup
+from cdiscount.dedup import DedupConfig, image_std, run_dedup
+from conftest import DECODE, config
 from cdiscount.sample import draw
 from conftest import write_bson
 
@@ -22,8 +23,9 @@ def _photo(seed: int) -> bytes:
 
 
 def test_real_example_duplicates_and_test_lookup(kaggle_dir: Path, tmp_path: Path) -> None:
-    run_decode(kaggle_dir, tmp_path / "interim", tmp_path / "m", workers=0, progress=False)
-    m = run_dedup(tmp_path / "interim", tmp_path / "dedup", tmp_path / "m" / "dedup.json", progress=False)
+    run_decode(kaggle_dir, tmp_path / "interim", tmp_path / "m", DECODE, progress=False)
+    m = run_dedup(tmp_path / "interim", tmp_path / "dedup", tmp_path / "m" / "dedup.json", config(DedupConfig),
+                  progress=False)
     hashes = pd.read_parquet(tmp_path / "dedup" / "hashes.parquet")
     # test.bson holds the same 82 products: every test product is fully matched
     assert m["test_products_with_train_match"] == 82
@@ -58,14 +60,14 @@ def handmade(tmp_path: Path) -> Path:
     ])
     (raw / "category_names.csv").write_text("category_id,category_level1,category_level2,category_level3\n"
                                             "10,A,X,a\n20,A,X,b\n30,B,Y,c\n")
-    run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, progress=False)
+    run_decode(raw, tmp_path / "interim", tmp_path / "m", DECODE, progress=False)
     return tmp_path
 
 
 @pytest.mark.parametrize("buckets", [1, 7])
 def test_placeholders_within_category_blank_and_matches(handmade: Path, buckets: int) -> None:
     m = run_dedup(handmade / "interim", handmade / "dedup", handmade / "m" / "dedup.json",
-                  buckets=buckets, progress=False)
+                  config(DedupConfig, buckets=buckets), progress=False)
     hashes = pd.read_parquet(handmade / "dedup" / "hashes.parquet").set_index("md5")
     white, blue, green = (hashes.loc[h] for h in pd.read_parquet(handmade / "interim" / "test_images.parquet")
                           .set_index(["_id", "img_idx"]).loc[[(8, 1), (7, 0), (8, 0)], "md5"])

@@ -43,3 +43,24 @@ def test_a_uniform_component_does_not_win_a_tie() -> None:
 def test_ties_keep_the_candidate_order() -> None:
     idx, _ = _topk_unique(np.array([[4, 2, 9]]), np.array([[0.0, 0.0, -1.0]]), 2)
     assert idx[0].tolist() == [4, 2]
+
+
+def test_validation_votes_come_from_the_training_fold_only(tmp_path) -> None:
+    """The leakage guard: a validation product sharing a picture with another validation product (or
+    only with itself) gets no vote; one sharing it with a training product gets that product's vote."""
+    import pandas as pd
+
+    from cdiscount.ensemble import EnsembleConfig, _votes
+    from conftest import config
+
+    dup = pd.DataFrame({"split": ["train", "train", "train", "train", "test"],
+                        "_id": [1, 2, 3, 4, 9], "md5": ["a", "a", "b", "b", "a"],
+                        "category_id": [10, 20, 30, 30, 0]})
+    #   product 1 (train, cat 10) and 2 (val, cat 20) share "a"; 3 and 4 (both val) share "b"
+    dup.to_parquet(tmp_path / "duplicates.parquet")
+    pd.DataFrame({"md5": ["a", "b"], "is_blank": [False, False]}).to_parquet(tmp_path / "hashes.parquet")
+    val = pd.DataFrame({"_id": [2, 3, 4], "category_id": [20, 30, 30]})
+    votes = _votes(config(EnsembleConfig), val, tmp_path)
+    assert votes["val"].label.to_dict() == {2: 10}  # 3 and 4 would vote for each other: leakage
+    assert votes["test"].label.to_dict() == {}  # "a" spans categories 10 and 20 in train: a placeholder
+    assert sorted(votes["test"].table["category_id"]) == []

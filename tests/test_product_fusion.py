@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import config
 from cdiscount.product_fusion import FusionConfig, FusionHead, ProductFeatures, predict_fusion, train_fusion
 
 
@@ -31,7 +32,7 @@ def _products(tmp_path, n=600, d=16, k=4, seed=0):
 @pytest.mark.parametrize("pooling", ["meanmax", "attention"])
 def test_the_head_learns_from_the_one_informative_picture(tmp_path, pooling) -> None:
     feats, y, k = _products(tmp_path)
-    cfg = FusionConfig(pooling=pooling, hidden=64, epochs=12, batch_size=64, lr=0.01, dropout=0.0)
+    cfg = config(FusionConfig, pooling=pooling, hidden=64, epochs=12, batch_size=64, lr=0.01, dropout=0.0)
     rows = np.arange(len(y))
     model = train_fusion(feats, rows[:450], y[:450], k, cfg, progress=False)
     predict_fusion(model, feats, rows[450:], tmp_path / "val.parquet", top_k=3, progress=False)
@@ -44,7 +45,7 @@ def test_the_head_learns_from_the_one_informative_picture(tmp_path, pooling) -> 
 
 def test_padding_does_not_change_the_prediction() -> None:
     torch.manual_seed(0)
-    head = FusionHead(8, 5, dataclasses.replace(FusionConfig(), hidden=16, pooling="attention")).eval()
+    head = FusionHead(8, 5, config(FusionConfig, hidden=16, pooling="attention")).eval()
     x = torch.randn(2, 4, 8)
     mask = torch.tensor([[True, True, False, False], [True, False, False, False]])
     noisy = x.clone()
@@ -54,5 +55,5 @@ def test_padding_does_not_change_the_prediction() -> None:
 
 
 def test_unknown_pooling_is_rejected() -> None:
-    with pytest.raises(ValueError, match="fusion.pooling"):
-        FusionHead(8, 5, FusionConfig(pooling="sum"))
+    with pytest.raises(ValueError, match=r"fusion.pooling = 'sum': expected 'meanmax' \| 'attention'"):
+        FusionHead(8, 5, config(FusionConfig, pooling="sum"))

@@ -47,7 +47,7 @@ def test_flatten_uses_dotted_keys() -> None:
 
 
 def test_report_has_every_section_and_rounded_values(run: Path) -> None:
-    out = write_report("reports")
+    out = write_report("reports", Path("metrics"), Path("dvclive/train"))
     md = (out / "report.md").read_text()
     for section in ("Product accuracy per component", "Learning curves", "Per-category accuracy (backbone)",
                     "flat vs hierarchical", "Confusion distance", "## Groups", "All metrics",
@@ -68,7 +68,7 @@ def test_report_has_every_section_and_rounded_values(run: Path) -> None:
 
 
 def test_html_is_self_contained(run: Path) -> None:
-    html = (write_report("reports") / "report.html").read_text()
+    html = (write_report("reports", Path("metrics"), Path("dvclive/train")) / "report.html").read_text()
     assert not re.search(r"https?://", html)
     assert "<script" not in html and "<link" not in html
     srcs = re.findall(r'<img [^>]*src="([^"]+)"', html)
@@ -81,7 +81,7 @@ def test_absent_inputs_give_skip_notes(tmp_path: Path, monkeypatch: pytest.Monke
     (tmp_path / "metrics").mkdir()
     (tmp_path / "metrics" / "baseline.json").write_text(json.dumps({"product_accuracy": 0.5}))
     (tmp_path / "metrics" / "backbone_distance.csv").write_text("distance,products\n")  # header only
-    out = write_report()
+    out = write_report("reports", Path("metrics"), Path("dvclive/train"))
     md = (out / "report.md").read_text()
     assert "| baseline | 0.5 |" in md and "| backbone |" not in md
     for note in ("_Skipped: `dvclive/train/plots/metrics/**.tsv` not found._",

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import gzip
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -384,3 +386,41 @@ def test_cli_validate_against_bson_and_category_csv(tmp_path: Path, monkeypatch:
                   "category_level3": "C"}).to_csv(tmp_path / "category_names.csv", index=False)
     good = write_submission(IDS, CATS, tmp_path / "s.csv")[0]
     assert main(["validate-submission", str(good), "--test", "test.bson", "--categories", "category_names.csv"]) == 0
+
+
+def _stage_inputs(root: Path, labels: dict[int, int]) -> None:
+    """What the submission stage reads, hand-made: test products 1, 2, 3; categories 10, 20."""
+    (root / "data/interim").mkdir(parents=True)
+    (root / "data/preds/ensemble").mkdir(parents=True)
+    pd.DataFrame({"_id": [1, 2, 3], "n_imgs": [1, 1, 1]}).to_parquet(root / "data/interim/test_products.parquet")
+    pd.DataFrame({"category_id": [10, 20], "idx": [0, 1]}).to_parquet(root / "data/interim/taxonomy.parquet")
+    pd.DataFrame({"_id": list(labels), "category_id": list(labels.values()),
+                  "source": ["model"] * len(labels)}).to_parquet(root / "data/preds/ensemble/test_labels.parquet")
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({1: 10, 3: 20}, r"test_labels.parquet: 1 test products have no label, e.g. _id \[2\]"),
+    ({1: 10, 2: 99, 3: 20}, r"submission.csv: .*99"),
+])
+def test_submission_stage_failure_is_one_line_exit_2_and_leaves_no_csv(tmp_path: Path, monkeypatch, caplog,
+                                                                       labels, message) -> None:
+    from conftest import run_stage
+
+    _stage_inputs(tmp_path, labels)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert run_stage("submission") == 2
+    assert re.search(message, caplog.text), caplog.text
+    assert not (tmp_path / "submissions").exists() or not any((tmp_path / "submissions").iterdir())
+    assert not (tmp_path / "metrics/submission.json").exists()
+
+
+def test_submission_stage_writes_the_validated_csv_in_test_order(tmp_path: Path, monkeypatch) -> None:
+    from conftest import run_stage
+
+    _stage_inputs(tmp_path, {3: 20, 1: 10, 2: 10})
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert run_stage("submission") == 0
+    assert (tmp_path / "submissions/submission.csv").read_text() == "_id,category_id\n1,10\n2,10\n3,20\n"
+    assert json.loads((tmp_path / "metrics/submission.json").read_text()) == {"rows": 3, "override_rows": 0}

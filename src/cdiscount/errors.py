@@ -14,7 +14,7 @@ class CdiscountError(Exception):
     """Base of the errors a user can act on."""
 
 
-class ConfigError(CdiscountError):
+class ConfigError(CdiscountError, ValueError):
     """A params value that cannot work: names ``section.key``, the value and what is allowed."""
 
 

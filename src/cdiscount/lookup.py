@@ -26,8 +26,8 @@ class Votes:
     label: pd.Series  # _id -> category_id, unambiguous products only
 
 
-def product_votes(query: pd.DataFrame, reference: pd.DataFrame, *, placeholder_min_categories: int = 2,
-                  blank_md5: set[str] | frozenset[str] = frozenset(), min_votes: int = 1) -> Votes:
+def product_votes(query: pd.DataFrame, reference: pd.DataFrame, *, placeholder_min_categories: int,
+                  blank_md5: set[str] | frozenset[str], min_votes: int) -> Votes:
     """Votes of ``query`` pictures (``_id``, ``md5``) from ``reference`` ones (``md5``, ``category_id``)."""
     ref = reference[~reference["md5"].isin(blank_md5)]
     n_cat = ref.groupby("md5")["category_id"].nunique()
@@ -42,7 +42,7 @@ def product_votes(query: pd.DataFrame, reference: pd.DataFrame, *, placeholder_m
     return Votes(table, sure["category_id"])
 
 
-def vote_component(votes: Votes, ids: np.ndarray, idx_of: pd.Series, smoothing: float = 0.1) -> Component:
+def vote_component(votes: Votes, ids: np.ndarray, idx_of: pd.Series, smoothing: float) -> Component:
     """The votes as one more ensemble component: share of votes, smoothed; no match = uniform."""
     t = votes.table[votes.table["_id"].isin(ids)]
     k = max(int(t.groupby("_id").size().max()) if len(t) else 1, 1)

@@ -48,6 +48,11 @@ class Section:
     SECTION: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if not _matches(value, hints[f.name]):
+                raise ConfigError(f"{self.SECTION}.{f.name} = {value!r}: expected {_describe(hints[f.name])}")
         self.check()
 
     def check(self) -> None:
@@ -111,11 +116,8 @@ def build(cls: type[T], values: Any, where: str | None = None) -> T:
     if missing:
         raise ConfigError(f"{where}: missing {', '.join(f'{where}.{k}' for k in missing)} (params.yaml holds every "
                           "default: copy the key from the repository's params.yaml)")
-    for key, value in values.items():
-        if not _matches(value, hints[key]):
-            raise ConfigError(f"{where}.{key} = {value!r}: expected {_describe(hints[key])}")
-    try:
-        return cls(**{k: float(v) if hints[k] is float else v for k, v in values.items()})  # runs check()
+    try:  # the constructor checks types and ranges (Section.__post_init__)
+        return cls(**{k: float(v) if hints[k] is float and _matches(v, float) else v for k, v in values.items()})
     except ConfigError as e:
         if where != cls.SECTION:  # e.g. specific.per_slot.g3 rather than specific
             raise ConfigError(str(e).replace(f"{cls.SECTION}.", f"{where}.", 1)) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import shlex
 from typing import NamedTuple
 
+from .errors import ConfigError
 from .models import pretrained_weights_cached
 from .models.weights import cache_dir
 
@@ -143,7 +144,7 @@ PRESETS: dict[str, Preset] = {
 
 def get_preset(name: str) -> Preset:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; `cdiscount preset` lists them: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; `cdiscount preset` lists them: {', '.join(PRESETS)}")
     return PRESETS[name]
 
 

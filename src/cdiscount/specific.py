@@ -54,9 +54,11 @@ def slot_config(params: dict[str, Any], slot: str) -> tuple[list[str], ExpertCon
     if not isinstance(slots, list) or not slots or not all(isinstance(s, str) for s in slots) \
             or len(set(slots)) != len(slots):
         raise ConfigError(f"specific.slots = {slots!r}: expected a list of distinct slot names, e.g. [g0, g1]")
-    if not isinstance(per_slot, dict) or set(per_slot) - set(slots):
-        raise ConfigError(f"specific.per_slot = {per_slot!r}: expected a mapping of slot -> overrides whose slots "
-                          f"are in specific.slots {slots}")
+    if not isinstance(per_slot, dict):
+        raise ConfigError(f"specific.per_slot = {per_slot!r}: expected a mapping of slot -> overrides")
+    if set(per_slot) - set(slots) and slot == slots[0]:  # said once, not by every slot's stage
+        log.warning("specific.per_slot has overrides for %s, not in specific.slots %s: they are not used",
+                    sorted(set(per_slot) - set(slots)), slots)
     if slot not in slots:
         raise ConfigError(f"specific: unknown slot {slot!r} (specific.slots = {slots})")
     base = build(ExpertConfig, common)

@@ -45,7 +45,7 @@ def test_threshold_gives_black_and_white() -> None:
 
 def test_params_are_checked() -> None:
     assert PreprocessConfig.from_params({"upscale": 3.0, "threshold": True}).upscale == 3.0
-    with pytest.raises(ValueError, match="unknown preprocessing params"):
+    with pytest.raises(ValueError, match=r"ocr.preprocess: unknown keys \[.upsacle.\]"):
         PreprocessConfig.from_params({"upsacle": 3.0})
     with pytest.raises(ValueError, match="odd"):
         PreprocessConfig(threshold_block=30)

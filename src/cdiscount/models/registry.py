@@ -21,6 +21,7 @@ from torch import nn
 
 from .vanilla import SCRATCH
 from .weights import WeightsUnavailable, ensure_weights, is_cached
+from ..errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -174,12 +175,12 @@ def resolve(arch: str) -> tuple[str, str]:
     fam, _, name = arch.rpartition("/")
     if fam:
         if fam not in archs or name not in archs[fam]:
-            raise ValueError(f"unknown train.arch {arch!r}; `cdiscount archs` lists them")
+            raise ConfigError(f"unknown train.arch {arch!r}; `cdiscount archs` lists them")
         return fam, name
     for fam, names in archs.items():
         if arch in names:
             return fam, arch
-    raise ValueError(f"unknown train.arch {arch!r}; `cdiscount archs` lists them")
+    raise ConfigError(f"unknown train.arch {arch!r}; `cdiscount archs` lists them")
 
 
 def build_backbone(arch: str, n_classes: int, pretrained: str | bool = "none", dropout: float = 0.2,
@@ -188,7 +189,7 @@ def build_backbone(arch: str, n_classes: int, pretrained: str | bool = "none", d
     ``features_dim > 0`` adds a bottleneck of that width between body and head."""
     use = pretrained in (True, "imagenet")
     if pretrained not in (True, False, "imagenet", "none"):
-        raise ValueError(f"train.pretrained must be 'imagenet' or 'none', got {pretrained!r}")
+        raise ConfigError(f"train.pretrained must be 'imagenet' or 'none', got {pretrained!r}")
     fam, name = resolve(arch)
     norm = Normalisation()
     if fam == "efficientnet_lite":
@@ -204,7 +205,7 @@ def build_backbone(arch: str, n_classes: int, pretrained: str | bool = "none", d
         norm = Normalisation(tuple(settings["mean"]), tuple(settings["std"]))
     else:
         if use:
-            raise ValueError(f"{name} has no pretrained weights (it is trained from scratch): "
+            raise ConfigError(f"{name} has no pretrained weights (it is trained from scratch): "
                              f"use train.pretrained: none")
         body, blocks, dim = SCRATCH[name]()
     return Backbone(arch, body, blocks, dim, n_classes, norm, dropout, features_dim)

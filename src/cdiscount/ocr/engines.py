@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import CdiscountError
+from ..errors import CdiscountError, ConfigError
 
 #: Pinned install lines, quoted in error messages (keep in sync with pyproject.toml).
 RAPIDOCR_PIP = "pip install 'rapidocr==3.10.0' 'onnxruntime==1.32.0'"
@@ -82,7 +82,7 @@ class TesseractEngine(OcrEngine):
 
     def __init__(self, lang: str = "fra", psm: int = 6, oem: int = 1, timeout_s: float = 20.0) -> None:
         if not 0 <= psm <= 13:
-            raise ValueError(f"tesseract psm must be 0..13, got {psm}")
+            raise ConfigError(f"tesseract psm must be 0..13, got {psm}")
         self.lang, self.psm, self.oem, self.timeout_s = lang, int(psm), int(oem), float(timeout_s)
 
     def _binary(self) -> str:
@@ -224,7 +224,7 @@ def make_engine(name: str, **options: Any) -> OcrEngine:
     """The engine called ``name`` with its options (e.g. ``psm=11, timeout_s=20`` for tesseract),
     checked: raises :class:`OcrEngineUnavailable` with the install command if it can't run."""
     if name not in ENGINES:
-        raise ValueError(f"unknown OCR engine {name!r}; known: {sorted(ENGINES)}")
+        raise ConfigError(f"unknown OCR engine {name!r}; known: {sorted(ENGINES)}")
     engine = ENGINES[name](**options)
     engine.check()
     return engine
