@@ -53,25 +53,37 @@ def picture_offsets(buf: bytes | bytearray, pictures: list[bytes], start: int = 
 
     The pictures come from :func:`bson.decode` of that document. Their binary elements appear
     in document order, so each is the first ``picture`` element after the previous one whose
-    declared length and first bytes match.
+    declared length and first bytes match. A binary of subtype 2 (BSON's old binary) holds an
+    inner int32 length before the data, which :func:`bson.decode` strips: the offset is past it.
     """
     end = len(buf) if end is None else end
     offsets: list[int] = []
     search = start
-    key_len = len(_PICTURE_KEY)
     for pic in pictures:
-        n = len(pic)
         while True:
             key = buf.find(_PICTURE_KEY, search, end)
             if key < 0:
                 raise ValueError("picture element not found in raw document")
-            data = key + key_len + 5  # int32 length + subtype byte
-            if struct.unpack_from("<i", buf, key + key_len)[0] == n and buf[data : data + min(n, 16)] == pic[:16]:
+            data = _binary_data(buf, key + len(_PICTURE_KEY), len(pic), end)
+            if data is not None and buf[data : data + min(len(pic), 16)] == pic[:16]:
                 break
             search = key + 1  # the key bytes occurred inside other data: look further
         offsets.append(data)
-        search = data + n
+        search = data + len(pic)
     return offsets
+
+
+def _binary_data(buf: bytes | bytearray, at: int, n: int, end: int) -> int | None:
+    """Where the ``n`` data bytes of the binary value at ``buf[at]`` start, if its lengths say ``n``."""
+    if at + 5 > end:
+        return None
+    length, subtype = struct.unpack_from("<iB", buf, at)
+    if subtype != 2:
+        return at + 5 if length == n else None
+    # old binary: int32 length, subtype 2, int32 length of the data, data
+    if at + 9 > end or length != n + 4 or struct.unpack_from("<i", buf, at + 5)[0] != n:
+        return None
+    return at + 9
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -82,7 +94,7 @@ def is_jpeg(data: bytes) -> bool:
 class ImageStore:
     """Random access to the JPEG bytes of one split, through the decode stage's image index.
 
-    Holds only the index columns (about 21 bytes per image); opens the BSON lazily and
+    Holds only the index columns (about 24 bytes per image); opens the BSON lazily and
     re-opens it after ``fork`` so DataLoader workers can share one store.
     """
 

@@ -32,14 +32,14 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 PRODUCT_SCHEMA = {
-    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("n_imgs", pa.int8()),
+    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("n_imgs", pa.int32()),
                         ("offset", pa.int64()), ("length", pa.int32())]),
-    "test": pa.schema([("_id", pa.int64()), ("n_imgs", pa.int8()), ("offset", pa.int64()), ("length", pa.int32())]),
+    "test": pa.schema([("_id", pa.int64()), ("n_imgs", pa.int32()), ("offset", pa.int64()), ("length", pa.int32())]),
 }
 IMAGE_SCHEMA = {
-    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("img_idx", pa.int8()),
+    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("img_idx", pa.int32()),
                         ("jpeg_offset", pa.int64()), ("jpeg_length", pa.int32()), ("md5", pa.string())]),
-    "test": pa.schema([("_id", pa.int64()), ("img_idx", pa.int8()), ("jpeg_offset", pa.int64()),
+    "test": pa.schema([("_id", pa.int64()), ("img_idx", pa.int32()), ("jpeg_offset", pa.int64()),
                        ("jpeg_length", pa.int32()), ("md5", pa.string())]),
 }
 SKIPPED_SCHEMA = pa.schema([("offset", pa.int64()), ("_id", pa.int64()), ("reason", pa.string()),
@@ -120,6 +120,14 @@ class _Bad(Exception):
         self.reason, self.message, self.product_id = reason, message, product_id
 
 
+def _picture_offsets(buf: Any, pictures: list[bytes], start: int, end: int, doc: dict) -> list[int]:
+    """:func:`picture_offsets`, a failure being a bad record (with its ``_id``), not a bare crash."""
+    try:
+        return picture_offsets(buf, pictures, start, end)
+    except ValueError as e:
+        raise _Bad("bad_picture", f"{e} (unusual binary encoding?)", doc["_id"]) from None
+
+
 def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult:
     """Index the documents of one block (runs in a worker process).
 
@@ -140,7 +148,7 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
             if isinstance(doc, _Bad):
                 raise doc
             pictures = _check_document(doc, ctx)
-            rels = [r - base for r in picture_offsets(buf, pictures, base + start, base + start + length)]
+            rels = [r - base for r in _picture_offsets(buf, pictures, base + start, base + start + length, doc)]
         except _Bad as bad:
             errors.append((offset, bad.product_id, bad.reason, bad.message))
             continue
@@ -223,7 +231,7 @@ def decode_file(
             stats.bytes += res.nbytes
         ids = np.concatenate([r.ids for r in results]) if results else np.zeros(0, np.int64)
         offsets = np.concatenate([r.offsets for r in results]) if results else np.zeros(0, np.int64)
-        n_imgs = np.concatenate([r.n_imgs for r in results]) if results else np.zeros(0, np.int8)
+        n_imgs = np.concatenate([r.n_imgs for r in results]) if results else np.zeros(0, np.int32)
         keep = np.ones(len(ids), dtype=bool)
         first: dict[int, int] = {}
         for row in _repeated_rows(ids):
