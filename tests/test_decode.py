@@ -5,13 +5,15 @@ from pathlib import Path
 import bson
 import pandas as pd
 import pytest
+from PIL import Image
 
 from cdiscount.cli import main
 from cdiscount.decode import decode_file, open_store, read_image, run_decode
 from cdiscount.errors import InputError
+from cdiscount.sample import draw
 from conftest import write_bson
 
-JPEG = b"\xff\xd8\xff\xe0" + bytes(60)
+JPEG = draw.to_jpeg(Image.new("RGB", (8, 8)), 90)  # a whole JPEG: decode checks the structure
 CATS = frozenset({10, 20})
 
 

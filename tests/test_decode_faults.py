@@ -15,6 +15,7 @@ from PIL import Image
 from cdiscount.bson_io import ImageStore
 from cdiscount.decode import decode_file, open_store, run_decode
 from cdiscount.dedup import run_dedup
+from cdiscount.errors import InputError
 from cdiscount.sample import draw
 from conftest import write_bson
 
@@ -81,3 +82,52 @@ def test_old_binary_subtype_2_pictures_are_indexed_past_their_inner_length(tmp_p
             assert store.read_row(row) == pics[images.loc[row, "img_idx"]]
             assert images.loc[row, "md5"] == hashlib.md5(pics[images.loc[row, "img_idx"]]).hexdigest()
         store.close()
+
+
+# --- 2. pictures with a JPEG header but not a whole JPEG ---------------------------------------
+
+
+def _broken_pictures() -> dict[str, tuple[bytes, str]]:
+    good = jpeg(7)
+    sof = good.index(b"\xff\xc0")
+    no_size = bytearray(good)
+    no_size[sof + 7 : sof + 9] = b"\x00\x00"  # width 0
+    rng = np.random.default_rng(0)
+    return {
+        "truncated": (good[: len(good) // 2], r"no end-of-image marker \(FFD9\)"),
+        "garbage_after_header": (good[:4] + rng.integers(0, 256, 300, dtype=np.uint8).tobytes() + b"\xff\xd9",
+                                 "header: "),
+        "zeros_after_header": (good[:4] + bytes(60), r"no end-of-image marker \(FFD9\)"),
+        "zero_width": (bytes(no_size), "frame of 0x8 pixels"),
+        "no_frame_header": (good[:2] + good[sof + 19 :], "before any frame header"),
+    }
+
+
+BROKEN = _broken_pictures()
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN))
+def test_a_broken_jpeg_names_file_offset_id_and_picture(tmp_path: Path, kind: str) -> None:
+    pic, what = BROKEN[kind]
+    src = write_bson(tmp_path / "train.bson", [doc(1), doc(2, [jpeg(2), pic]), doc(3)])
+    with pytest.raises(InputError, match=rf"imgs\[1\] is not a whole JPEG: .*{what}") as e:
+        decode(tmp_path, src, workers=0)
+    assert (e.value.path, e.value.offset, e.value.product_id) == (str(src), len(bson.encode(doc(1))), 2)
+    stats = decode(tmp_path, src, workers=2, on_error="skip")
+    assert stats.products == 2 and stats.skipped == {"bad_jpeg": 1}
+    skipped = pd.read_parquet(tmp_path / "s.parquet")
+    assert skipped["_id"].tolist() == [2] and skipped["reason"].tolist() == ["bad_jpeg"]
+    assert pd.read_parquet(tmp_path / "i.parquet")["_id"].tolist() == [1, 3]
+
+
+def test_trailing_zero_padding_after_the_end_marker_is_accepted(tmp_path: Path) -> None:
+    padded = jpeg(9) + bytes(7)
+    src = write_bson(tmp_path / "train.bson", [doc(1, [padded])])
+    assert decode(tmp_path, src, workers=0).images == 1
+    assert ImageStore(tmp_path / "i.parquet", src).read_row(0) == padded
+
+
+def test_skipped_broken_jpegs_are_in_the_stage_metrics(tmp_path: Path) -> None:
+    raw = raw_dir(tmp_path, [doc(1), doc(2, [BROKEN["truncated"][0]])], [doc(5, cat=None)])
+    metrics = run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, on_error="skip", progress=False)
+    assert metrics["train_skipped_by_reason"] == {"bad_jpeg": 1} and metrics["train_products"] == 1

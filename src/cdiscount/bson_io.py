@@ -91,6 +91,56 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == _JPEG_MAGIC
 
 
+#: Frame header (SOF) markers of every JPEG coding process (C4 DHT, C8 JPG and CC DAC are not frames).
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+#: Markers without a length field: TEM and the restart markers.
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def jpeg_problem(data: bytes) -> str | None:
+    """What makes ``data`` not a whole JPEG, or None if it looks like one.
+
+    Cheap (pure Python on a few header bytes, nothing decoded): a truncated picture or garbage
+    behind a JPEG header otherwise passes decode and crashes dedup or training far from its
+    ``_id``. Requires the end-of-image marker FFD9 at the end (trailing zero padding, which
+    some encoders add, allowed) and walks the marker segments to the frame header (SOF),
+    whose width and height must be > 0.
+    """
+    if data[:2] != b"\xff\xd8":
+        return "no start-of-image marker (FFD8)"
+    end = len(data) if data[-1:] != b"\x00" else len(data.rstrip(b"\x00"))
+    if data[end - 2 : end] != b"\xff\xd9" or end < 4:
+        return f"no end-of-image marker (FFD9): truncated? (last bytes {data[max(2, end - 8) : end].hex() or 'none'})"
+    return _frame_header_problem(data, end)
+
+
+def _frame_header_problem(data: bytes, end: int) -> str | None:
+    """Walk the marker segments from the SOI to the frame header and check its size."""
+    pos = 2
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return f"header: no marker at picture byte {pos} (found {data[pos]:02x})"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            return f"header: marker FF{marker:02X} at picture byte {pos} before any frame header (SOF)"
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if length < 2 or pos + 2 + length > end:
+            return f"header: segment FF{marker:02X} at picture byte {pos} has an impossible length {length}"
+        if marker in _SOF:
+            if length < 8:
+                return f"header: frame header at picture byte {pos} too short ({length} bytes)"
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return None if width and height else f"header: frame of {width}x{height} pixels"
+        pos += 2 + length
+    return "header: no frame header (SOF) before the end of the picture"
+
+
 class ImageStore:
     """Random access to the JPEG bytes of one split, through the decode stage's image index.
 

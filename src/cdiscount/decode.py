@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, publish, write_json
 from .blocks import map_blocks
-from .bson_io import ImageStore, frame, is_jpeg, picture_offsets
+from .bson_io import ImageStore, frame, is_jpeg, jpeg_problem, picture_offsets
 from .errors import InputError
 from .taxonomy import load_taxonomy
 
@@ -96,6 +96,9 @@ def _check_document(doc: Any, ctx: BlockContext) -> list[bytes]:
             raise _Bad("bad_picture", f"imgs[{i}] has no binary 'picture'", pid)
         if not is_jpeg(pic):
             raise _Bad("not_jpeg", f"imgs[{i}] is not a JPEG (starts with {pic[:8].hex()})", pid)
+        problem = jpeg_problem(pic)
+        if problem:
+            raise _Bad("bad_jpeg", f"imgs[{i}] is not a whole JPEG: {problem}", pid)
         pictures.append(pic)
     return pictures
 
