@@ -12,6 +12,7 @@ import pytest
 from bson.binary import Binary
 from PIL import Image
 
+from cdiscount.blocks import iter_documents
 from cdiscount.bson_io import ImageStore
 from cdiscount.decode import decode_file, open_store, run_decode
 from cdiscount.dedup import run_dedup
@@ -131,3 +132,56 @@ def test_skipped_broken_jpegs_are_in_the_stage_metrics(tmp_path: Path) -> None:
     raw = raw_dir(tmp_path, [doc(1), doc(2, [BROKEN["truncated"][0]])], [doc(5, cat=None)])
     metrics = run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, on_error="skip", progress=False)
     assert metrics["train_skipped_by_reason"] == {"bad_jpeg": 1} and metrics["train_products"] == 1
+
+
+# --- 4. framing: a bad length prefix names its document; real truncation stays truncation ------
+
+
+def _file_with_prefix(tmp_path: Path, k: int, fix) -> tuple[Path, int]:
+    """Ten good documents, the length prefix of the ``k``-th (``_id`` k + 1) replaced by ``fix(length, raw)``."""
+    raw = [bson.encode(doc(i + 1)) for i in range(10)]
+    raw[k] = int(fix(len(raw[k]), raw)).to_bytes(4, "little", signed=True) + raw[k][4:]
+    path = tmp_path / "train.bson"
+    path.write_bytes(b"".join(raw))
+    return path, sum(len(r) for r in raw[:k])
+
+
+BAD_PREFIXES = {
+    "too_small": (4, lambda n, raw: n - 40),
+    "too_big": (4, lambda n, raw: n + 100),
+    "past_the_end_of_a_file_that_goes_on": (2, lambda n, raw: 10 * 1024 * 1024),
+    "impossible": (6, lambda n, raw: 2**31 - 1),
+    "negative": (6, lambda n, raw: -3),
+    "swallows_the_next_document": (3, lambda n, raw: n + len(raw[4])),
+    "last_document_a_few_bytes_short": (9, lambda n, raw: n - 2),
+}
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+@pytest.mark.parametrize("case", sorted(BAD_PREFIXES))
+def test_a_bad_length_prefix_names_offset_and_id(tmp_path: Path, case: str, on_error: str) -> None:
+    k, fix = BAD_PREFIXES[case]
+    src, offset = _file_with_prefix(tmp_path, k, fix)
+    for workers in (0, 2):
+        with pytest.raises(InputError, match="bad length prefix") as e:
+            decode(tmp_path, src, workers=workers, on_error=on_error, block_size=3000)
+        assert (e.value.path, e.value.offset, e.value.product_id) == (str(src), offset, k + 1)
+        assert "truncated" not in str(e.value)
+
+
+def test_a_tool_reading_documents_sees_the_same_framing_error(tmp_path: Path) -> None:
+    k, fix = BAD_PREFIXES["swallows_the_next_document"]
+    src, offset = _file_with_prefix(tmp_path, k, fix)
+    with pytest.raises(InputError, match="bad length prefix") as e:
+        list(iter_documents(src))
+    assert (e.value.offset, e.value.product_id) == (offset, k + 1)
+
+
+@pytest.mark.parametrize("cut", [1, 10, 300])
+def test_a_file_that_really_ends_mid_document_is_truncated_with_its_id(tmp_path: Path, cut: int) -> None:
+    raw = [bson.encode(doc(i + 1)) for i in range(3)]
+    src = tmp_path / "train.bson"
+    src.write_bytes(b"".join(raw)[:-cut])
+    with pytest.raises(InputError, match="truncated file: document declares") as e:
+        decode(tmp_path, src, workers=0, on_error="skip")
+    assert (e.value.offset, e.value.product_id) == (len(raw[0]) + len(raw[1]), 3)

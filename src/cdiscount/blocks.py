@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import bson
 from tqdm import tqdm
 
-from .bson_io import MAX_DOCUMENT, frame
+from .bson_io import MAX_DOCUMENT, document_id, frame, length_error
 from .errors import InputError, WorkerLost
 
 T = TypeVar("T")
@@ -60,34 +60,64 @@ def _run_block(path: str, base: int, n: int) -> Any:
 def iter_blocks(path: str | Path, block_size: int) -> Iterator[tuple[int, int]]:
     """Yield ``(offset, length)`` of consecutive runs of whole documents, about ``block_size`` long.
 
-    Reads only the length prefixes. A prefix that cannot be a BSON document, or a document
-    running past the end of the file, is an error naming the byte offset: the rest of the
-    file cannot be framed, so this holds even in ``on_error: skip`` mode.
+    Reads only the length prefixes, and with each the byte before the next one (one ``pread``
+    per document): every document ends with 0x00. A prefix that cannot be right, or a document
+    running past the end of the file, is an error naming the byte offset (and the ``_id`` where
+    it can be read): the rest of the file cannot be framed, so this holds even in
+    ``on_error: skip`` mode.
     """
     path = Path(path)
     size = path.stat().st_size
     fd = os.open(path, os.O_RDONLY)
     try:
         start = pos = 0
+        prev = None
+        head = os.pread(fd, 4, 0)
         while pos < size:
-            head = os.pread(fd, 4, pos)
-            if len(head) < 4:
-                raise InputError(path, f"truncated file: {len(head)} stray bytes after the last document", offset=pos)
-            (length,) = struct.unpack("<i", head)
-            if length < 5 or length > MAX_DOCUMENT:
-                raise InputError(path, f"invalid BSON document length {length} (garbage bytes, or not a BSON file)",
-                                 offset=pos)
-            if pos + length > size:
-                raise InputError(path, f"truncated file: document declares {length} bytes, only {size - pos} remain",
-                                 offset=pos)
+            length = struct.unpack("<i", head)[0] if len(head) == 4 else 0
+            if length < 5 or length > MAX_DOCUMENT or pos + length > size:
+                raise _framing_error(fd, path, size, pos, prev)
+            tail = os.pread(fd, 5, pos + length - 1)  # the closing byte, then the next length prefix
+            if tail[0] != 0 and len(tail) == 5 and not 5 <= struct.unpack("<i", tail[1:])[0] <= MAX_DOCUMENT:
+                raise _framing_error(fd, path, size, pos, prev)
             if pos + length - start > block_size and pos > start:
                 yield start, pos - start
                 start = pos
-            pos += length
+            prev, pos, head = pos, pos + length, tail[1:]
         if pos > start:
             yield start, pos - start
     finally:
         os.close(fd)
+
+
+def _framing_error(fd: int, path: Path, size: int, pos: int, prev: int | None) -> InputError:
+    """Why the document at ``pos`` cannot be framed, naming the culprit document.
+
+    The culprit may be the previous document: a prefix too small by a few bytes still lands
+    on something, and the garbage is found one document later. So a document whose elements
+    end elsewhere than its prefix says is blamed first ("bad length prefix", with its ``_id``);
+    a document that genuinely runs past the end of the file is a truncated file.
+    """
+    start = pos if prev is None else prev
+    window = os.pread(fd, min(size - start, 2 * MAX_DOCUMENT + 8), start)
+    for at in ([] if prev is None else [prev]) + [pos]:
+        err = length_error(window, at - start, path, end_is_boundary=start + len(window) == size, base=start)
+        if err is not None:
+            return err
+    rel = pos - start
+    if size - pos < 4:
+        return InputError(path, f"truncated file: {size - pos} stray bytes after the last document", offset=pos)
+    (length,) = struct.unpack_from("<i", window, rel)
+    pid = document_id(window, rel)
+    if length < 5 or length > MAX_DOCUMENT:
+        return InputError(path, f"bad length prefix: invalid BSON document length {length} (garbage bytes, or not "
+                                "a BSON file)", offset=pos, product_id=pid)
+    if pos + length > size:
+        return InputError(path, f"truncated file: document declares {length} bytes, only {size - pos} remain",
+                          offset=pos, product_id=pid)
+    return InputError(path, f"bad length prefix: the document declares {length} bytes, but they do not end with "
+                            "the 0x00 that closes a document and no document starts after them",
+                      offset=pos, product_id=pid)
 
 
 def iter_documents(path: str | Path, block_size: int = 1 << 20) -> Iterator[tuple[int, dict]]:
@@ -105,7 +135,9 @@ def iter_documents(path: str | Path, block_size: int = 1 << 20) -> Iterator[tupl
                 try:
                     doc = bson.decode(block[start : start + length])
                 except Exception as e:  # bson.errors.InvalidBSON and friends
-                    raise InputError(path, f"invalid BSON document: {e}", offset=base + start) from e
+                    err = length_error(block, start, path, end_is_boundary=True, base=base)
+                    raise err or InputError(path, f"invalid BSON document: {e}", offset=base + start,
+                                            product_id=document_id(block, start)) from e
                 yield base + start, doc
 
 

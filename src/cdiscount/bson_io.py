@@ -23,6 +23,97 @@ _PICTURE_KEY = b"\x05picture\x00"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
+#: Value sizes of the fixed-size BSON element types (double, undefined, ObjectId, bool, datetime,
+#: null, int32, timestamp, int64, decimal128, max key, min key).
+_FIXED_SIZE = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16,
+               0x7F: 0, 0xFF: 0}
+
+
+def document_id(buf: bytes | memoryview, pos: int) -> int | None:
+    """The ``_id`` of the document at ``buf[pos]`` when its first element is an integer ``_id``
+    (as in Kaggle's files), whatever its length prefix says; else None."""
+    if bytes(buf[pos + 5 : pos + 9]) != b"_id\x00":
+        return None
+    kind, value = buf[pos + 4], pos + 9
+    if kind == 0x10 and value + 4 <= len(buf):
+        return struct.unpack_from("<i", buf, value)[0]
+    if kind == 0x12 and value + 8 <= len(buf):
+        return struct.unpack_from("<q", buf, value)[0]
+    return None
+
+
+def elements_end(buf: bytes, pos: int) -> int | None:
+    """Where the document at ``buf[pos]`` really ends (past its closing 0x00) according to its
+    elements, whatever its length prefix says; None if they cannot be walked within ``buf``.
+
+    Walks the top-level elements only (nested documents are skipped by their own length): cheap,
+    and used only once a length prefix is already suspect.
+    """
+    end = min(len(buf), pos + MAX_DOCUMENT)
+    i = pos + 4
+    while i < end:
+        kind = buf[i]
+        if kind == 0:
+            return i + 1
+        key_end = buf.find(b"\x00", i + 1, end)
+        if key_end < 0:
+            return None
+        size = _value_size(buf, key_end + 1, kind, end)
+        if size is None:
+            return None
+        i = key_end + 1 + size
+    return None
+
+
+def _value_size(buf: bytes, i: int, kind: int, end: int) -> int | None:
+    """Bytes taken by the value of a ``kind`` element starting at ``buf[i]``; None if impossible."""
+    if kind in _FIXED_SIZE:
+        return _FIXED_SIZE[kind]
+    if kind == 0x0B:  # regex: two cstrings
+        first = buf.find(b"\x00", i, end)
+        second = buf.find(b"\x00", first + 1, end) if first >= 0 else -1
+        return None if second < 0 else second + 1 - i
+    if i + 4 > end:
+        return None
+    (n,) = struct.unpack_from("<i", buf, i)
+    if kind in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 size (with its NUL), bytes
+        return 4 + n if n >= 1 else None
+    if kind in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 size of the whole
+        return n if n >= 5 else None
+    if kind == 0x05:  # binary: int32 size, subtype, bytes
+        return 5 + n if n >= 0 else None
+    if kind == 0x0C:  # DBPointer: string, 12-byte ObjectId
+        return 16 + n if n >= 1 else None
+    return None
+
+
+def looks_like_document(buf: bytes | memoryview, pos: int) -> bool:
+    """A plausible length prefix at ``buf[pos]`` followed by an integer ``_id`` element."""
+    if pos + 4 > len(buf):
+        return False
+    return 5 <= struct.unpack_from("<i", buf, pos)[0] <= MAX_DOCUMENT and document_id(buf, pos) is not None
+
+
+def length_error(buf: bytes, pos: int, path: str | Path, *, end_is_boundary: bool,
+                 base: int = 0) -> InputError | None:
+    """The error for the document at ``buf[pos]`` if its length prefix is wrong, else None.
+
+    Wrong means: its elements end elsewhere than the prefix says, and where they end there is
+    a plausible next document (or the end of ``buf``, when ``end_is_boundary``). The rest of
+    the file cannot be framed after it, so this is an error even with ``on_error: skip``.
+    """
+    real_end = elements_end(buf, pos)
+    if real_end is None or pos + 4 > len(buf):
+        return None
+    (declared,) = struct.unpack_from("<i", buf, pos)
+    if real_end - pos == declared:
+        return None
+    if not (looks_like_document(buf, real_end) or (end_is_boundary and real_end == len(buf))):
+        return None
+    return InputError(path, f"bad length prefix: the document declares {declared} bytes but its elements end "
+                            f"after {real_end - pos}", offset=base + pos, product_id=document_id(buf, pos))
+
+
 def frame(buf: memoryview, base_offset: int, path: str | Path) -> tuple[list[tuple[int, int]], int]:
     """Split ``buf`` into complete BSON documents.
 
@@ -38,8 +129,9 @@ def frame(buf: memoryview, base_offset: int, path: str | Path) -> tuple[list[tup
         if length < 5 or length > MAX_DOCUMENT:
             raise InputError(
                 path,
-                f"invalid BSON document length {length} (garbage bytes or a file that is not BSON)",
+                f"bad length prefix: invalid BSON document length {length} (garbage bytes or a file that is not BSON)",
                 offset=base_offset + pos,
+                product_id=document_id(buf, pos),
             )
         if pos + length > end:
             break

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, publish, write_json
 from .blocks import map_blocks
-from .bson_io import ImageStore, frame, is_jpeg, jpeg_problem, picture_offsets
+from .bson_io import ImageStore, document_id, frame, is_jpeg, jpeg_problem, length_error, picture_offsets
 from .errors import InputError
 from .taxonomy import load_taxonomy
 
@@ -103,8 +103,13 @@ def _check_document(doc: Any, ctx: BlockContext) -> list[bytes]:
     return pictures
 
 
-def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int) -> list[Any]:
-    """Decode all documents of a block in one C call; per document only when one is broken."""
+def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int, path: str) -> list[Any]:
+    """Decode all documents of a block in one C call; per document only when one is broken.
+
+    A broken document whose elements end elsewhere than its length prefix says (and a document
+    starts there) has a bad prefix, not a bad record: the framing of the file is wrong from
+    there on, so that is raised even in skip mode.
+    """
     try:
         return bson.decode_all(block)
     except Exception:  # pinpoint the broken document(s); keep the others
@@ -112,8 +117,14 @@ def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int
         for start, length in spans:
             try:
                 docs.append(bson.decode(block[start : start + length]))
+                continue
             except Exception as e:  # bson.errors.InvalidBSON, InvalidDocument, UnicodeDecodeError...
-                docs.append(_Bad("invalid_bson", f"invalid BSON document: {e}", None))
+                message = f"invalid BSON document: {e}"
+            # raised out here: an exception context would keep a view of the mmap alive
+            framing = length_error(block.obj, base + start, path, end_is_boundary=True)  # the whole file's mmap
+            if framing is not None:
+                raise framing
+            docs.append(_Bad("invalid_bson", message, document_id(block, start)))
         return docs
 
 
@@ -141,7 +152,7 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
     images: list[tuple] = []
     errors: list[tuple[int, int | None, str, str]] = []
     spans, _ = frame(block, base, ctx.path)
-    docs = _decode_documents(block, spans, base)
+    docs = _decode_documents(block, spans, base, ctx.path)
     md5 = hashlib.md5
     labelled = ctx.labelled
     buf = block.obj  # the mmap behind the view: has .find, no copy
