@@ -185,3 +185,49 @@ def test_a_file_that_really_ends_mid_document_is_truncated_with_its_id(tmp_path:
     with pytest.raises(InputError, match="truncated file: document declares") as e:
         decode(tmp_path, src, workers=0, on_error="skip")
     assert (e.value.offset, e.value.product_id) == (len(raw[0]) + len(raw[1]), 3)
+
+
+# --- 5. input checks up front -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_empty_bson_is_an_error_naming_it(tmp_path: Path, split: str) -> None:
+    raw = raw_dir(tmp_path, [doc(1)], [doc(5, cat=None)])
+    (raw / f"{split}.bson").write_bytes(b"")
+    with pytest.raises(InputError, match=r"no products \(empty file\)") as e:
+        run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, progress=False)
+    assert e.value.path == str(raw / f"{split}.bson")
+
+
+def test_a_split_whose_records_are_all_skipped_has_no_products(tmp_path: Path) -> None:
+    raw = raw_dir(tmp_path, [doc(1, cat=99)], [doc(5, cat=None)])
+    with pytest.raises(InputError, match=r"no products \(all 1 records skipped\)") as e:
+        run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, on_error="skip", progress=False)
+    assert e.value.path == str(raw / "train.bson")
+
+
+def test_a_missing_test_bson_is_found_before_train_is_decoded(tmp_path: Path) -> None:
+    raw = raw_dir(tmp_path, [doc(1)], [])
+    (raw / "test.bson").unlink()
+    (raw / "train.bson").write_bytes(b"\xde\xad\xbe\xef" * 4)  # decoding train would fail first
+    with pytest.raises(InputError, match="file not found") as e:
+        run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, progress=False)
+    assert e.value.path == str(raw / "test.bson")
+
+
+@pytest.mark.parametrize("text", ["", CATEGORY_CSV.splitlines()[0] + "\n"])
+def test_an_empty_category_names_csv_is_an_error_naming_it(tmp_path: Path, text: str) -> None:
+    raw = raw_dir(tmp_path, [doc(1)], [doc(5, cat=None)])
+    (raw / "category_names.csv").write_text(text)
+    with pytest.raises(InputError, match="no categories") as e:
+        run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, progress=False)
+    assert e.value.path == str(raw / "category_names.csv")
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_a_repeated_test_id_is_never_skipped(tmp_path: Path, on_error: str) -> None:
+    raw = raw_dir(tmp_path, [doc(1)], [doc(5, cat=None), doc(6, cat=None), doc(5, cat=None)])
+    with pytest.raises(InputError, match="repeated test _id 5") as e:
+        run_decode(raw, tmp_path / "interim", tmp_path / "m", workers=0, on_error=on_error, progress=False)
+    assert e.value.path == str(raw / "test.bson") and e.value.product_id == 5
+    assert e.value.offset == len(bson.encode(doc(5, cat=None))) + len(bson.encode(doc(6, cat=None)))

@@ -253,6 +253,9 @@ def decode_file(
             if not first:
                 first = {int(i): int(o) for i, o in zip(ids[::-1], offsets[::-1])}
             message = f"repeated _id (first seen at byte offset {first[pid]})"
+            if not labelled:  # a submission needs each test product exactly once: never drop one
+                raise InputError(path, f"repeated test _id {pid} (first seen at byte offset {first[pid]}): test "
+                                       "products cannot be skipped", offset=off, product_id=pid)
             if on_error == "raise":
                 raise InputError(path, message, offset=off, product_id=pid)
             log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
@@ -270,8 +273,26 @@ def decode_file(
     stats.images_per_product = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
     for s in skipped:
         stats.skipped[s[2]] = stats.skipped.get(s[2], 0) + 1
+    if not stats.products:
+        raise _no_products(path, len(skipped))
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _no_products(path: Path, skipped: int = 0) -> InputError:
+    """An empty split is an error: every later stage would fail on it, far from the cause."""
+    why = " (empty file)" if path.stat().st_size == 0 else f" (all {skipped} records skipped)" if skipped else ""
+    return InputError(path, f"no products{why}")
+
+
+def _check_inputs(raw_dir: Path) -> None:
+    """Fail before decoding anything (hours on the real files) on a missing or empty BSON of either split."""
+    for split in SPLITS:
+        src = raw_dir / f"{split}.bson"
+        if not src.is_file():
+            raise InputError(src, "file not found")
+        if src.stat().st_size == 0:
+            raise _no_products(src)
 
 
 def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, out: Path, keep: np.ndarray) -> None:
@@ -310,6 +331,7 @@ def run_decode(
 ) -> dict[str, Any]:
     """Decode ``train.bson`` and ``test.bson`` of a Kaggle-format folder; returns the metrics."""
     raw_dir, out_dir, metrics_dir = Path(raw_dir), Path(out_dir), Path(metrics_dir)
+    _check_inputs(raw_dir)
     taxonomy = load_taxonomy(raw_dir / "category_names.csv")
     category_ids = frozenset(taxonomy["category_id"].tolist())
     targets = {"taxonomy": out_dir / "taxonomy.parquet", "sources": out_dir / "sources.json"}
