@@ -6,13 +6,15 @@ from pathlib import Path
 import bson
 import pandas as pd
 import pytest
+from PIL import Image
 
 from cdiscount.bson_io import open_store, read_image
 from cdiscount.decode import decode_file, run_decode
 from cdiscount.errors import InputError
+from cdiscount.sample import draw
 from conftest import DECODE, REPO, run_stage, write_bson
 
-JPEG = b"\xff\xd8\xff\xe0" + bytes(60)
+JPEG = draw.to_jpeg(Image.new("RGB", (8, 8)), 90)  # a whole JPEG: decode checks the structure
 CATS = frozenset({10, 20})
 
 

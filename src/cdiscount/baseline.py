@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from .atomic import write_json
 from .bson_io import open_store
+from .errors import WorkerLost
 from .params import Section
 
 log = logging.getLogger(__name__)
@@ -51,9 +53,12 @@ def hash_split(interim: Path, split: str, rows: np.ndarray, workers: int, progre
     chunks = np.array_split(rows, max(1, len(rows) // 2000))
     out: list[np.ndarray] = []
     with ProcessPoolExecutor(max_workers=workers or None) as pool:
-        for h in tqdm(pool.map(_hash_rows, [(str(interim), split, c) for c in chunks]), total=len(chunks),
-                      desc=f"phash {split}", disable=not progress):
-            out.append(h)
+        try:
+            for h in tqdm(pool.map(_hash_rows, [(str(interim), split, c) for c in chunks]), total=len(chunks),
+                          desc=f"phash {split}", disable=not progress):
+                out.append(h)
+        except BrokenProcessPool:  # a killed worker: say so, rather than the pool's bare message
+            raise WorkerLost(f"{interim}: perceptual hashes of {split} pictures", "lower baseline.workers") from None
     return np.concatenate(out) if out else np.zeros(0, np.uint64)
 
 

@@ -24,6 +24,97 @@ _PICTURE_KEY = b"\x05picture\x00"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
+#: Value sizes of the fixed-size BSON element types (double, undefined, ObjectId, bool, datetime,
+#: null, int32, timestamp, int64, decimal128, max key, min key).
+_FIXED_SIZE = {0x01: 8, 0x06: 0, 0x07: 12, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x11: 8, 0x12: 8, 0x13: 16,
+               0x7F: 0, 0xFF: 0}
+
+
+def document_id(buf: bytes | memoryview, pos: int) -> int | None:
+    """The ``_id`` of the document at ``buf[pos]`` when its first element is an integer ``_id``
+    (as in Kaggle's files), whatever its length prefix says; else None."""
+    if bytes(buf[pos + 5 : pos + 9]) != b"_id\x00":
+        return None
+    kind, value = buf[pos + 4], pos + 9
+    if kind == 0x10 and value + 4 <= len(buf):
+        return struct.unpack_from("<i", buf, value)[0]
+    if kind == 0x12 and value + 8 <= len(buf):
+        return struct.unpack_from("<q", buf, value)[0]
+    return None
+
+
+def elements_end(buf: bytes, pos: int) -> int | None:
+    """Where the document at ``buf[pos]`` really ends (past its closing 0x00) according to its
+    elements, whatever its length prefix says; None if they cannot be walked within ``buf``.
+
+    Walks the top-level elements only (nested documents are skipped by their own length): cheap,
+    and used only once a length prefix is already suspect.
+    """
+    end = min(len(buf), pos + MAX_DOCUMENT)
+    i = pos + 4
+    while i < end:
+        kind = buf[i]
+        if kind == 0:
+            return i + 1
+        key_end = buf.find(b"\x00", i + 1, end)
+        if key_end < 0:
+            return None
+        size = _value_size(buf, key_end + 1, kind, end)
+        if size is None:
+            return None
+        i = key_end + 1 + size
+    return None
+
+
+def _value_size(buf: bytes, i: int, kind: int, end: int) -> int | None:
+    """Bytes taken by the value of a ``kind`` element starting at ``buf[i]``; None if impossible."""
+    if kind in _FIXED_SIZE:
+        return _FIXED_SIZE[kind]
+    if kind == 0x0B:  # regex: two cstrings
+        first = buf.find(b"\x00", i, end)
+        second = buf.find(b"\x00", first + 1, end) if first >= 0 else -1
+        return None if second < 0 else second + 1 - i
+    if i + 4 > end:
+        return None
+    (n,) = struct.unpack_from("<i", buf, i)
+    if kind in (0x02, 0x0D, 0x0E):  # string, code, symbol: int32 size (with its NUL), bytes
+        return 4 + n if n >= 1 else None
+    if kind in (0x03, 0x04, 0x0F):  # document, array, code with scope: int32 size of the whole
+        return n if n >= 5 else None
+    if kind == 0x05:  # binary: int32 size, subtype, bytes
+        return 5 + n if n >= 0 else None
+    if kind == 0x0C:  # DBPointer: string, 12-byte ObjectId
+        return 16 + n if n >= 1 else None
+    return None
+
+
+def looks_like_document(buf: bytes | memoryview, pos: int) -> bool:
+    """A plausible length prefix at ``buf[pos]`` followed by an integer ``_id`` element."""
+    if pos + 4 > len(buf):
+        return False
+    return 5 <= struct.unpack_from("<i", buf, pos)[0] <= MAX_DOCUMENT and document_id(buf, pos) is not None
+
+
+def length_error(buf: bytes, pos: int, path: str | Path, *, end_is_boundary: bool,
+                 base: int = 0) -> InputError | None:
+    """The error for the document at ``buf[pos]`` if its length prefix is wrong, else None.
+
+    Wrong means: its elements end elsewhere than the prefix says, and where they end there is
+    a plausible next document (or the end of ``buf``, when ``end_is_boundary``). The rest of
+    the file cannot be framed after it, so this is an error even with ``on_error: skip``.
+    """
+    real_end = elements_end(buf, pos)
+    if real_end is None or pos + 4 > len(buf):
+        return None
+    (declared,) = struct.unpack_from("<i", buf, pos)
+    if real_end - pos == declared:
+        return None
+    if not (looks_like_document(buf, real_end) or (end_is_boundary and real_end == len(buf))):
+        return None
+    return InputError(path, f"bad length prefix: the document declares {declared} bytes but its elements end "
+                            f"after {real_end - pos}", offset=base + pos, product_id=document_id(buf, pos))
+
+
 def frame(buf: memoryview, base_offset: int, path: str | Path) -> tuple[list[tuple[int, int]], int]:
     """Split ``buf`` into complete BSON documents.
 
@@ -39,8 +130,9 @@ def frame(buf: memoryview, base_offset: int, path: str | Path) -> tuple[list[tup
         if length < 5 or length > MAX_DOCUMENT:
             raise InputError(
                 path,
-                f"invalid BSON document length {length} (garbage bytes or a file that is not BSON)",
+                f"bad length prefix: invalid BSON document length {length} (garbage bytes or a file that is not BSON)",
                 offset=base_offset + pos,
+                product_id=document_id(buf, pos),
             )
         if pos + length > end:
             break
@@ -54,25 +146,37 @@ def picture_offsets(buf: bytes | bytearray, pictures: list[bytes], start: int = 
 
     The pictures come from :func:`bson.decode` of that document. Their binary elements appear
     in document order, so each is the first ``picture`` element after the previous one whose
-    declared length and first bytes match.
+    declared length and first bytes match. A binary of subtype 2 (BSON's old binary) holds an
+    inner int32 length before the data, which :func:`bson.decode` strips: the offset is past it.
     """
     end = len(buf) if end is None else end
     offsets: list[int] = []
     search = start
-    key_len = len(_PICTURE_KEY)
     for pic in pictures:
-        n = len(pic)
         while True:
             key = buf.find(_PICTURE_KEY, search, end)
             if key < 0:
                 raise ValueError("picture element not found in raw document")
-            data = key + key_len + 5  # int32 length + subtype byte
-            if struct.unpack_from("<i", buf, key + key_len)[0] == n and buf[data : data + min(n, 16)] == pic[:16]:
+            data = _binary_data(buf, key + len(_PICTURE_KEY), len(pic), end)
+            if data is not None and buf[data : data + min(len(pic), 16)] == pic[:16]:
                 break
             search = key + 1  # the key bytes occurred inside other data: look further
         offsets.append(data)
-        search = data + n
+        search = data + len(pic)
     return offsets
+
+
+def _binary_data(buf: bytes | bytearray, at: int, n: int, end: int) -> int | None:
+    """Where the ``n`` data bytes of the binary value at ``buf[at]`` start, if its lengths say ``n``."""
+    if at + 5 > end:
+        return None
+    length, subtype = struct.unpack_from("<iB", buf, at)
+    if subtype != 2:
+        return at + 5 if length == n else None
+    # old binary: int32 length, subtype 2, int32 length of the data, data
+    if at + 9 > end or length != n + 4 or struct.unpack_from("<i", buf, at + 5)[0] != n:
+        return None
+    return at + 9
 
 
 def is_jpeg(data: bytes) -> bool:
@@ -80,10 +184,60 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == _JPEG_MAGIC
 
 
+#: Frame header (SOF) markers of every JPEG coding process (C4 DHT, C8 JPG and CC DAC are not frames).
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+#: Markers without a length field: TEM and the restart markers.
+_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def jpeg_problem(data: bytes) -> str | None:
+    """What makes ``data`` not a whole JPEG, or None if it looks like one.
+
+    Cheap (pure Python on a few header bytes, nothing decoded): a truncated picture or garbage
+    behind a JPEG header otherwise passes decode and crashes dedup or training far from its
+    ``_id``. Requires the end-of-image marker FFD9 at the end (trailing zero padding, which
+    some encoders add, allowed) and walks the marker segments to the frame header (SOF),
+    whose width and height must be > 0.
+    """
+    if data[:2] != b"\xff\xd8":
+        return "no start-of-image marker (FFD8)"
+    end = len(data) if data[-1:] != b"\x00" else len(data.rstrip(b"\x00"))
+    if data[end - 2 : end] != b"\xff\xd9" or end < 4:
+        return f"no end-of-image marker (FFD9): truncated? (last bytes {data[max(2, end - 8) : end].hex() or 'none'})"
+    return _frame_header_problem(data, end)
+
+
+def _frame_header_problem(data: bytes, end: int) -> str | None:
+    """Walk the marker segments from the SOI to the frame header and check its size."""
+    pos = 2
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return f"header: no marker at picture byte {pos} (found {data[pos]:02x})"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker in _STANDALONE:
+            pos += 2
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            return f"header: marker FF{marker:02X} at picture byte {pos} before any frame header (SOF)"
+        (length,) = struct.unpack_from(">H", data, pos + 2)
+        if length < 2 or pos + 2 + length > end:
+            return f"header: segment FF{marker:02X} at picture byte {pos} has an impossible length {length}"
+        if marker in _SOF:
+            if length < 8:
+                return f"header: frame header at picture byte {pos} too short ({length} bytes)"
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return None if width and height else f"header: frame of {width}x{height} pixels"
+        pos += 2 + length
+    return "header: no frame header (SOF) before the end of the picture"
+
+
 class ImageStore:
     """Random access to the JPEG bytes of one split, through the decode stage's image index.
 
-    Holds only the index columns (about 21 bytes per image); opens the BSON lazily and
+    Holds only the index columns (about 24 bytes per image); opens the BSON lazily and
     re-opens it after ``fork`` so DataLoader workers can share one store.
     """
 

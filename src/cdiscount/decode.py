@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, publish, write_json
 from .blocks import map_blocks
-from .bson_io import frame, is_jpeg, picture_offsets
+from .bson_io import document_id, frame, is_jpeg, jpeg_problem, length_error, picture_offsets
 from .errors import InputError
 from .params import Section
 from .taxonomy import load_taxonomy
@@ -33,14 +33,14 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 PRODUCT_SCHEMA = {
-    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("n_imgs", pa.int8()),
+    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("n_imgs", pa.int32()),
                         ("offset", pa.int64()), ("length", pa.int32())]),
-    "test": pa.schema([("_id", pa.int64()), ("n_imgs", pa.int8()), ("offset", pa.int64()), ("length", pa.int32())]),
+    "test": pa.schema([("_id", pa.int64()), ("n_imgs", pa.int32()), ("offset", pa.int64()), ("length", pa.int32())]),
 }
 IMAGE_SCHEMA = {
-    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("img_idx", pa.int8()),
+    "train": pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("img_idx", pa.int32()),
                         ("jpeg_offset", pa.int64()), ("jpeg_length", pa.int32()), ("md5", pa.string())]),
-    "test": pa.schema([("_id", pa.int64()), ("img_idx", pa.int8()), ("jpeg_offset", pa.int64()),
+    "test": pa.schema([("_id", pa.int64()), ("img_idx", pa.int32()), ("jpeg_offset", pa.int64()),
                        ("jpeg_length", pa.int32()), ("md5", pa.string())]),
 }
 SKIPPED_SCHEMA = pa.schema([("offset", pa.int64()), ("_id", pa.int64()), ("reason", pa.string()),
@@ -97,12 +97,20 @@ def _check_document(doc: Any, ctx: BlockContext) -> list[bytes]:
             raise _Bad("bad_picture", f"imgs[{i}] has no binary 'picture'", pid)
         if not is_jpeg(pic):
             raise _Bad("not_jpeg", f"imgs[{i}] is not a JPEG (starts with {pic[:8].hex()})", pid)
+        problem = jpeg_problem(pic)
+        if problem:
+            raise _Bad("bad_jpeg", f"imgs[{i}] is not a whole JPEG: {problem}", pid)
         pictures.append(pic)
     return pictures
 
 
-def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int) -> list[Any]:
-    """Decode all documents of a block in one C call; per document only when one is broken."""
+def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int, path: str) -> list[Any]:
+    """Decode all documents of a block in one C call; per document only when one is broken.
+
+    A broken document whose elements end elsewhere than its length prefix says (and a document
+    starts there) has a bad prefix, not a bad record: the framing of the file is wrong from
+    there on, so that is raised even in skip mode.
+    """
     try:
         return bson.decode_all(block)
     except Exception:  # pinpoint the broken document(s); keep the others
@@ -110,8 +118,14 @@ def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int
         for start, length in spans:
             try:
                 docs.append(bson.decode(block[start : start + length]))
+                continue
             except Exception as e:  # bson.errors.InvalidBSON, InvalidDocument, UnicodeDecodeError...
-                docs.append(_Bad("invalid_bson", f"invalid BSON document: {e}", None))
+                message = f"invalid BSON document: {e}"
+            # raised out here: an exception context would keep a view of the mmap alive
+            framing = length_error(block.obj, base + start, path, end_is_boundary=True)  # the whole file's mmap
+            if framing is not None:
+                raise framing
+            docs.append(_Bad("invalid_bson", message, document_id(block, start)))
         return docs
 
 
@@ -119,6 +133,14 @@ class _Bad(Exception):
     def __init__(self, reason: str, message: str, product_id: int | None) -> None:
         super().__init__(message)
         self.reason, self.message, self.product_id = reason, message, product_id
+
+
+def _picture_offsets(buf: Any, pictures: list[bytes], start: int, end: int, doc: dict) -> list[int]:
+    """:func:`picture_offsets`, a failure being a bad record (with its ``_id``), not a bare crash."""
+    try:
+        return picture_offsets(buf, pictures, start, end)
+    except ValueError as e:
+        raise _Bad("bad_picture", f"{e} (unusual binary encoding?)", doc["_id"]) from None
 
 
 def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult:
@@ -131,7 +153,7 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
     images: list[tuple] = []
     errors: list[tuple[int, int | None, str, str]] = []
     spans, _ = frame(block, base, ctx.path)
-    docs = _decode_documents(block, spans, base)
+    docs = _decode_documents(block, spans, base, ctx.path)
     md5 = hashlib.md5
     labelled = ctx.labelled
     buf = block.obj  # the mmap behind the view: has .find, no copy
@@ -141,7 +163,7 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
             if isinstance(doc, _Bad):
                 raise doc
             pictures = _check_document(doc, ctx)
-            rels = [r - base for r in picture_offsets(buf, pictures, base + start, base + start + length)]
+            rels = [r - base for r in _picture_offsets(buf, pictures, base + start, base + start + length, doc)]
         except _Bad as bad:
             errors.append((offset, bad.product_id, bad.reason, bad.message))
             continue
@@ -252,7 +274,7 @@ def decode_file(
             stats.bytes += res.nbytes
         ids = np.concatenate([r.ids for r in results]) if results else np.zeros(0, np.int64)
         offsets = np.concatenate([r.offsets for r in results]) if results else np.zeros(0, np.int64)
-        n_imgs = np.concatenate([r.n_imgs for r in results]) if results else np.zeros(0, np.int8)
+        n_imgs = np.concatenate([r.n_imgs for r in results]) if results else np.zeros(0, np.int32)
         keep = np.ones(len(ids), dtype=bool)
         first: dict[int, int] = {}
         for row in _repeated_rows(ids):
@@ -260,6 +282,9 @@ def decode_file(
             if not first:
                 first = {int(i): int(o) for i, o in zip(ids[::-1], offsets[::-1])}
             message = f"repeated _id (first seen at byte offset {first[pid]})"
+            if not labelled:  # a submission needs each test product exactly once: never drop one
+                raise InputError(path, f"repeated test _id {pid} (first seen at byte offset {first[pid]}): test "
+                                       "products cannot be skipped", offset=off, product_id=pid)
             if on_error == "raise":
                 raise InputError(path, message, offset=off, product_id=pid)
             log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
@@ -277,8 +302,26 @@ def decode_file(
     stats.images_per_product = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
     for s in skipped:
         stats.skipped[s[2]] = stats.skipped.get(s[2], 0) + 1
+    if not stats.products:
+        raise _no_products(path, len(skipped))
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def _no_products(path: Path, skipped: int = 0) -> InputError:
+    """An empty split is an error: every later stage would fail on it, far from the cause."""
+    why = " (empty file)" if path.stat().st_size == 0 else f" (all {skipped} records skipped)" if skipped else ""
+    return InputError(path, f"no products{why}")
+
+
+def _check_inputs(raw_dir: Path) -> None:
+    """Fail before decoding anything (hours on the real files) on a missing or empty BSON of either split."""
+    for split in SPLITS:
+        src = raw_dir / f"{split}.bson"
+        if not src.is_file():
+            raise InputError(src, "file not found")
+        if src.stat().st_size == 0:
+            raise _no_products(src)
 
 
 def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, out: Path, keep: np.ndarray) -> None:
@@ -315,6 +358,7 @@ def run_decode(
 ) -> dict[str, Any]:
     """Decode ``train.bson`` and ``test.bson`` of a Kaggle-format folder; returns the metrics."""
     raw_dir, out_dir, metrics_dir = Path(raw_dir), Path(out_dir), Path(metrics_dir)
+    _check_inputs(raw_dir)
     taxonomy = load_taxonomy(raw_dir / "category_names.csv")
     category_ids = frozenset(taxonomy["category_id"].tolist())
     targets = {"taxonomy": out_dir / "taxonomy.parquet", "sources": out_dir / "sources.json"}

@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 HASH_SCHEMA = pa.schema([
     ("md5", pa.string()), ("n_train", pa.int64()), ("n_test", pa.int64()), ("n_categories", pa.int64()),
     ("top_category", pa.int64()), ("top_votes", pa.int64()), ("is_placeholder", pa.bool_()),
-    ("first_split", pa.string()), ("first_id", pa.int64()), ("first_img_idx", pa.int8()),
+    ("first_split", pa.string()), ("first_id", pa.int64()), ("first_img_idx", pa.int32()),
 ])
 VOTE_SCHEMA = pa.schema([("md5", pa.string()), ("category_id", pa.int64()), ("votes", pa.int64())])
-DUP_SCHEMA = pa.schema([("split", pa.string()), ("_id", pa.int64()), ("img_idx", pa.int8()),
+DUP_SCHEMA = pa.schema([("split", pa.string()), ("_id", pa.int64()), ("img_idx", pa.int32()),
                         ("category_id", pa.int64()), ("md5", pa.string())])
 
 

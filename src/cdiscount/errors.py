@@ -49,3 +49,18 @@ class InputError(CdiscountError):
 
 def _rebuild(path: str, what: str, offset: int | None, product_id: int | None) -> InputError:
     return InputError(path, what, offset=offset, product_id=product_id)
+
+
+class WorkerLost(CdiscountError, RuntimeError):
+    """A worker process of a pool died mid-task (OOM killer, ``kill -9``).
+
+    Raised instead of waiting forever for a result that will never come. ``where`` says what
+    the dead worker was doing (file and byte range), ``hint`` which setting to lower.
+    """
+
+    def __init__(self, where: str, hint: str) -> None:
+        self.where, self.hint = where, hint
+        super().__init__(f"{where}: a worker process died (killed by the OOM killer or a signal?); re-run, or {hint}")
+
+    def __reduce__(self):  # keep the fields when crossing a process boundary
+        return (WorkerLost, (self.where, self.hint))

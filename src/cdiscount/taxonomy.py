@@ -23,10 +23,14 @@ def read_category_names(path: str | Path) -> pd.DataFrame:
         raise InputError(path, "file not found")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise InputError(path, "empty file: no categories") from None
     except (UnicodeDecodeError, pd.errors.ParserError) as e:
         raise InputError(path, f"not a readable CSV: {e}") from e
     if list(df.columns) != COLUMNS:
         raise InputError(path, f"expected columns {COLUMNS}, got {list(df.columns)}")
+    if df.empty:  # every product would be 'unknown category' after hours of decoding
+        raise InputError(path, "no categories (a header and no rows)")
     bad = ~df["category_id"].str.fullmatch(r"\d+")
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])

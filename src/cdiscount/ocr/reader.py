@@ -351,7 +351,8 @@ def _run_pool(jobs: Iterator[tuple[str, Payload]], engine: OcrEngine, cfg: Prepr
                     try:
                         msg = w.conn.recv()
                     except (EOFError, OSError):  # the process died (crash, OOM kill)
-                        code = w.proc.exitcode if not w.proc.is_alive() else None
+                        w.proc.join(timeout=5)  # its pipe closes just before it can be reaped
+                        code = w.proc.exitcode
                         deaths_in_a_row += 1
                         if deaths_in_a_row > 2 * n_workers + 3:
                             raise RuntimeError(f"OCR workers keep dying (last exit code {code}): is {engine!r} broken?")
