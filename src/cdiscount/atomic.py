@@ -1,7 +1,14 @@
 """Write outputs atomically: to a temporary sibling first, then rename into place.
 
 A killed or failing stage must never leave a half-written parquet, JSON or CSV that a
-later stage (or DVC) would take for a finished output.
+later stage (or DVC) would take for a finished output. Every temporary name here (and every
+scratch folder a stage makes beside its outputs) is ``.<name>.<random>.tmp``: ``.dvcignore``
+keeps DVC from hashing such leftovers into an output, and :func:`clear_stale` removes those a
+killed run left before the next run starts.
+
+``tempfile`` creates files 0600 and folders 0700 whatever the umask; outputs get the modes a
+plain ``open`` would give (0666 / 0777 less the umask), so a team sharing a data folder can
+read each other's outputs.
 """
 from __future__ import annotations
 
@@ -10,9 +17,45 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+
+SCRATCH_GLOB = ".*.tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path) -> Path:
+    """Give a temp file or folder the mode a plain ``open`` / ``mkdir`` would have given it."""
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~_umask())
+    return path
+
+
+def scratch_dir(near: str | Path, name: str) -> tempfile.TemporaryDirectory:
+    """A scratch folder next to ``near`` (same disk), named like every temp here, removed on exit."""
+    return tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".tmp", dir=near)
+
+
+def clear_stale(paths: Iterable[str | Path]) -> list[Path]:
+    """Remove the ``.*.tmp`` leftovers of a killed run in each folder of ``paths`` and beside each
+    path (where temps of that path are made); returns what was removed."""
+    folders = set()
+    for p in map(Path, paths):
+        folders.add(p.parent)
+        if p.is_dir():
+            folders.add(p)
+    removed = []
+    for folder in sorted(folders):
+        for stale in folder.glob(SCRATCH_GLOB) if folder.is_dir() else []:
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 @contextlib.contextmanager
@@ -22,7 +65,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _plain_mode(Path(tmp_name))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -36,11 +79,11 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` as a whole only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _plain_mode(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
     try:
         yield tmp
         if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            old = path.with_name(f".{path.name}.old-{os.getpid()}.tmp")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -69,7 +112,7 @@ def publish(outputs: dict[str, Path]) -> Iterator[dict[str, Path]]:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
             os.close(fd)
-            tmps[name] = Path(tmp_name)
+            tmps[name] = _plain_mode(Path(tmp_name))
         yield tmps
         for name, target in outputs.items():
             os.replace(tmps[name], target)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import atomic_path, publish, write_json
+from .atomic import atomic_path, publish, scratch_dir, write_json
 from .blocks import map_blocks
 from .bson_io import document_id, frame, is_jpeg, jpeg_problem, length_error, picture_offsets
 from .errors import InputError
@@ -262,7 +261,7 @@ def decode_file(
     skipped: list[tuple[int, int | None, str, str]] = []
     results: list[BlockResult] = []
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix=".decode-parts-", dir=products_out.parent) as parts:
+    with scratch_dir(products_out.parent, "decode-parts") as parts:
         ctx = BlockContext(str(path), labelled, category_ids, parts)
         for res in map_blocks(path, decode_block, ctx, workers=workers, block_size=block_size, progress=progress):
             for off, pid, reason, message in res.errors:

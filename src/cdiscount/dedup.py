@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 from tqdm import tqdm
 
-from .atomic import publish, write_json
+from .atomic import publish, scratch_dir, write_json
 from .bson_io import open_store
 from .params import Section
 
@@ -127,7 +126,8 @@ def run_dedup(
     buckets, placeholder_min_categories, blank_std = cfg.buckets, cfg.placeholder_min_categories, cfg.blank_std
     targets = {name: out / f"{name}.parquet" for name in ("hashes", "votes", "duplicates", "test_matches")}
     metrics: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix=".dedup-", dir=out.parent if out.parent.exists() else None) as parts, \
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with scratch_dir(out.parent, "dedup-buckets") as parts, \
             publish(targets) as tmp:
         bucket_paths = _partition(interim, Path(parts), buckets, batch_rows)
         with pq.ParquetWriter(tmp["hashes"], HASH_SCHEMA) as hw, pq.ParquetWriter(tmp["votes"], VOTE_SCHEMA) as vw, \

@@ -285,7 +285,6 @@ def write_report(out: str | Path, metrics: Path, live: Path) -> Path:
     out = Path(out)
     title = "cdiscount-pipeline: report of the current run"
     with atomic_dir(out) as tmp:
-        tmp.chmod(0o755)  # mkdtemp makes it 0700; the report is meant to be shared
         doc = Doc(tmp)
         doc.heading(title, 1)
         doc.para(f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from `{metrics}` and `{live}`; "

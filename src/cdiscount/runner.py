@@ -8,10 +8,15 @@ one log line and exit status 2. Any other exception is a bug and keeps its trace
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+from .atomic import clear_stale
 from .errors import CdiscountError
 from .params import load_params
 
@@ -41,6 +46,36 @@ def guarded(fn: Callable[[], int | None]) -> int:
         return 2
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process was, so ``finally`` blocks and context managers run."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's pre-emption, a container stop) unwinds like Ctrl-C, so every
+    temp file and scratch folder is removed on the way out. Only in this process: forked pool
+    workers keep the default action (their pools tell a terminated worker from a killed one)."""
+    main_pid = os.getpid()
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stage_paths(main: Callable[..., Any]) -> list[Path]:
+    """The path constants of the stage script that defines ``main`` (what dvc.yaml lists for it)."""
+    return [v for v in getattr(main, "__globals__", {}).values() if isinstance(v, Path)]
+
+
 def run_stage(main: Callable[[argparse.Namespace], Any], doc: str | None, argv: Sequence[str] | None = None,
               options: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Entry point of a stage script: ``args.params`` holds the parsed params file.
@@ -55,6 +90,14 @@ def run_stage(main: Callable[[argparse.Namespace], Any], doc: str | None, argv: 
 
     def go() -> None:
         args.params_path, args.params = args.params, load_params(args.params)
-        main(args)
+        for stale in clear_stale(stage_paths(main)):
+            log.warning("removed %s, left by a killed run", stale)
+        with sigterm_as_interrupt():
+            main(args)
 
-    return guarded(go)
+    try:
+        return guarded(go)
+    except KeyboardInterrupt as e:  # temps and scratch were removed on the way out
+        log.error("%s: stopped; no output was replaced (re-run to finish)",
+                  "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted (Ctrl-C)")
+        return 143 if isinstance(e, Terminated) else 130

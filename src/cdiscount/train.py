@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,6 +188,41 @@ def _checkpoints(ckpt_dir: Path) -> list[Path]:
     return sorted(ckpt_dir.glob("epoch-*.pt"))
 
 
+#: Keys that change how fast training runs, never what it computes: a checkpoint made with other
+#: values of these is resumed, not discarded.
+NOT_IN_RESUME_KEY = frozenset({"workers", "device", "compile", "channels_last"})
+
+
+def resume_key(cfg: TrainConfig, data: TrainData) -> str:
+    """What a checkpoint must have been made with to be resumed: every train key that can change
+    the weights, and the data (training and validation rows, labels, category list)."""
+    fingerprint = hashlib.md5()
+    for a in (data.train_rows, data.train_labels, data.val_rows, np.asarray(data.categories)):
+        fingerprint.update(np.ascontiguousarray(a).tobytes())
+    kept = {k: v for k, v in asdict(cfg).items() if k not in NOT_IN_RESUME_KEY}
+    return json.dumps({**kept, "data": fingerprint.hexdigest()}, sort_keys=True)
+
+
+def _key_difference(old: str, new: str) -> str:
+    """The keys two resume keys disagree on, for the log ("data" = another split or category list)."""
+    try:
+        a, b = json.loads(old), json.loads(new)
+    except (TypeError, ValueError):
+        return "an older checkpoint format"
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return "differs: " + ", ".join(f"train.{k}" if k != "data" else "the data" for k in diff) if diff else "?"
+
+
+def _move_aside(ckpt_dir: Path, ckpts: list[Path]) -> Path:
+    """Move incompatible checkpoints out of the way (never delete days of training): into a
+    timestamped sibling folder outside the DVC output."""
+    aside = ckpt_dir.with_name(f"{ckpt_dir.name}-set-aside") / time.strftime("%Y%m%d-%H%M%S")
+    aside.mkdir(parents=True, exist_ok=True)
+    for p in ckpts:
+        os.replace(p, aside / p.name)
+    return aside
+
+
 def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out: Path, ckpt_dir: Path,
                    live_dir: Path, *, progress: bool) -> dict[str, Any]:
     """Train (or resume training) and write ``model_out``; returns the last epoch's metrics."""
@@ -198,22 +234,20 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     phases = cfg.phases()
-    # Checkpoints are valid only for the same params *and* the same data (split, categories).
-    fingerprint = hashlib.md5()
-    for a in (data.train_rows, data.train_labels, data.val_rows, np.asarray(data.categories)):
-        fingerprint.update(np.ascontiguousarray(a).tobytes())
-    config_key = json.dumps({**asdict(cfg), "data": fingerprint.hexdigest()}, sort_keys=True)
+    config_key = resume_key(cfg, data)
     start, state = 0, None
     ckpts = _checkpoints(ckpt_dir)
     if ckpts:
         state = torch.load(ckpts[-1], map_location=ctx.device, weights_only=False)
         if state["config"] != config_key:
-            log.warning("checkpoints in %s were made with other train params or data: removing them, starting over",
-                        ckpt_dir)
             state = None
             if ctx.is_main:
-                for p in ckpts:
-                    p.unlink()
+                aside = _move_aside(ckpt_dir, ckpts)
+                log.warning("checkpoints in %s were made with other train params or data (%s): moved to %s, "
+                            "starting over", ckpt_dir, _key_difference(torch.load(aside / ckpts[-1].name,
+                                                                                  weights_only=False)["config"],
+                                                                       config_key), aside)
+            distributed.barrier()
         else:
             start = state["epoch"] + 1
             model.load_state_dict(state["model"])

@@ -1,0 +1,121 @@
+"""Killed and interrupted stages: loud, local and recoverable (nothing half-written, nothing hashed)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from cdiscount.atomic import atomic_dir, atomic_path, clear_stale, publish
+from cdiscount.sample import draw
+from conftest import REPO, run_stage, write_bson
+
+
+def _raw(root: Path, n: int) -> Path:
+    """A Kaggle-format folder with ``n`` one-picture train products (and 10 test ones)."""
+    raw = root / "raw"
+    raw.mkdir()
+    pic = draw.to_jpeg(Image.new("RGB", (8, 8), (200, 10, 10)), 90)
+    write_bson(raw / "train.bson", [{"_id": i, "category_id": 10, "imgs": [{"picture": pic}]} for i in range(n)])
+    write_bson(raw / "test.bson", [{"_id": i, "imgs": [{"picture": pic}]} for i in range(10)])
+    (raw / "category_names.csv").write_text("category_id,category_level1,category_level2,category_level3\n10,A,B,C\n")
+    return raw
+
+
+def _workdir(tmp_path: Path, raw: Path) -> Path:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["raw_dir"] = str(raw)
+    params["decode"]["workers"] = 0
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return work
+
+
+def test_sigterm_mid_stage_exits_143_and_leaves_no_temp_and_no_output(tmp_path: Path) -> None:
+    work = _workdir(tmp_path, _raw(tmp_path, 150_000))
+    proc = subprocess.Popen([sys.executable, str(REPO / "stages/decode.py"), "-q"], cwd=work,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    interim = work / "data/interim"
+    deadline = time.monotonic() + 60
+    while not list(interim.glob(".*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "decode finished before it could be interrupted: make the input larger"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out
+    assert "terminated (SIGTERM): stopped; no output was replaced" in out and "Traceback" not in out
+    assert [p.name for p in interim.iterdir()] == [], "temp files or outputs left behind"
+
+
+def test_a_rerun_removes_what_a_killed_run_left_and_dvc_ignores_it(tmp_path: Path, monkeypatch, caplog) -> None:
+    """kill -9 cannot clean up: its temps stay, DVC never hashes them, the next run removes them."""
+    work = _workdir(tmp_path, _raw(tmp_path, 20))
+    interim = work / "data/interim"
+    (interim / ".decode-parts.k1ll3d.tmp").mkdir(parents=True)
+    (interim / ".decode-parts.k1ll3d.tmp" / "part-000.parquet").write_bytes(b"x" * 100)
+    (interim / ".train_products.parquet.abc123.tmp").write_bytes(b"half")
+    ignored = subprocess.run([str(Path(sys.executable).parent / "dvc"), "check-ignore", "-q",
+                              "data/interim/.train_products.parquet.abc123.tmp"], cwd=REPO)
+    assert ignored.returncode == 0  # .dvcignore covers every temp name
+    monkeypatch.chdir(work)
+    assert run_stage("decode") == 0
+    assert not list(interim.glob(".*")), list(interim.glob(".*"))
+    assert "left by a killed run" in caplog.text and (interim / "train_products.parquet").exists()
+
+
+def test_clear_stale_removes_only_temp_names(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    keep = [tmp_path / "out" / "a.parquet", tmp_path / "out" / ".hidden", tmp_path / "b.tmp"]
+    for p in keep:
+        p.write_text("")
+    (tmp_path / ".out.x1.tmp").mkdir()
+    (tmp_path / "out" / ".a.parquet.y2.tmp").write_text("")
+    removed = clear_stale([tmp_path / "out", tmp_path / "out" / "a.parquet"])
+    assert sorted(p.name for p in removed) == [".a.parquet.y2.tmp", ".out.x1.tmp"]
+    assert all(p.exists() for p in keep)
+
+
+def test_outputs_get_the_umask_mode_not_mkstemps_0600(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.json") as t:
+            t.write_text("{}")
+        with atomic_dir(tmp_path / "d") as t:
+            (t / "x").write_text("")
+        with publish({"p": tmp_path / "p.parquet"}) as t:
+            t["p"].write_text("")
+        os.umask(0o027)
+        with atomic_path(tmp_path / "g.json") as t:
+            t.write_text("{}")
+    finally:
+        os.umask(old)
+    mode = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert mode == {"f.json": 0o644, "d": 0o755, "p.parquet": 0o644, "g.json": 0o640}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_atomic_write_leaves_nothing(tmp_path: Path, sig: int) -> None:
+    code = f"""
+import os, signal, sys, time
+from pathlib import Path
+from cdiscount.atomic import atomic_path
+from cdiscount.runner import run_stage
+
+def main(args):
+    with atomic_path(Path({str(tmp_path)!r}) / "out.json") as t:
+        t.write_text("half")
+        os.kill(os.getpid(), {int(sig)})
+        time.sleep(5)
+
+sys.exit(run_stage(main, None, ["--params", {str(REPO / "params.yaml")!r}]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == (143 if sig == signal.SIGTERM else 130), out.stderr
+    assert list(tmp_path.iterdir()) == []
