@@ -7,7 +7,8 @@ Params  data.raw_dir, decode
 """
 from pathlib import Path
 
-from cdiscount.decode import DataConfig, DecodeConfig, run_decode
+from cdiscount.decode import DecodeConfig, run_decode
+from cdiscount.raw_data import DataConfig
 from cdiscount.params import load_config
 from cdiscount.runner import run_stage
 

@@ -119,3 +119,25 @@ sys.exit(run_stage(main, None, ["--params", {str(REPO / "params.yaml")!r}]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == (143 if sig == signal.SIGTERM else 130), out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_skip_mode_never_drops_a_test_product(tmp_path: Path) -> None:
+    """A bad train record is skipped and listed; a bad test record stops decode, naming it: a test
+    product dropped here would be missing from the submission, which Kaggle rejects."""
+    from dataclasses import replace
+
+    from cdiscount.decode import run_decode
+    from cdiscount.errors import InputError
+    from conftest import DECODE
+
+    raw = _raw(tmp_path, 5)
+    pic = draw.to_jpeg(Image.new("RGB", (8, 8)), 90)
+    write_bson(raw / "test.bson", [{"_id": 1, "imgs": [{"picture": pic}]}, {"_id": 2, "imgs": [{"picture": b"GIF89a"}]}])
+    skip = replace(DECODE, on_error="skip")
+    with pytest.raises(InputError, match=r"test.bson, byte offset \d+, _id 2: .*not a JPEG.*cannot be skipped"):
+        run_decode(raw, tmp_path / "interim", tmp_path / "m", skip, progress=False)
+    write_bson(raw / "train.bson", [{"_id": 7, "category_id": 10, "imgs": [{"picture": b"GIF89a"}]},
+                                    {"_id": 8, "category_id": 10, "imgs": [{"picture": pic}]}])
+    write_bson(raw / "test.bson", [{"_id": 1, "imgs": [{"picture": pic}]}])
+    metrics = run_decode(raw, tmp_path / "interim", tmp_path / "m", skip, progress=False)
+    assert metrics["train_products"] == 1 and metrics["train_skipped_records"] == 1 and metrics["test_products"] == 1

@@ -8,7 +8,8 @@ import yaml
 
 from cdiscount.backbone import PredictConfig
 from cdiscount.baseline import BaselineConfig
-from cdiscount.decode import DataConfig, DecodeConfig
+from cdiscount.decode import DecodeConfig
+from cdiscount.raw_data import DataConfig
 from cdiscount.dedup import DedupConfig
 from cdiscount.ensemble import EnsembleConfig
 from cdiscount.errors import ConfigError

@@ -392,7 +392,9 @@ def _stage_inputs(root: Path, labels: dict[int, int]) -> None:
     """What the submission stage reads, hand-made: test products 1, 2, 3; categories 10, 20."""
     (root / "data/interim").mkdir(parents=True)
     (root / "data/preds/ensemble").mkdir(parents=True)
-    pd.DataFrame({"_id": [1, 2, 3], "n_imgs": [1, 1, 1]}).to_parquet(root / "data/interim/test_products.parquet")
+    (root / "raw").mkdir()
+    write_bson(root / "raw/test.bson", [{"_id": i, "imgs": []} for i in (1, 2, 3)])
+    (root / "params.yaml").write_text("data:\n  raw_dir: raw\n")
     pd.DataFrame({"category_id": [10, 20], "idx": [0, 1]}).to_parquet(root / "data/interim/taxonomy.parquet")
     pd.DataFrame({"_id": list(labels), "category_id": list(labels.values()),
                   "source": ["model"] * len(labels)}).to_parquet(root / "data/preds/ensemble/test_labels.parquet")
@@ -400,6 +402,7 @@ def _stage_inputs(root: Path, labels: dict[int, int]) -> None:
 
 @pytest.mark.parametrize("labels, message", [
     ({1: 10, 3: 20}, r"test_labels.parquet: 1 test products have no label, e.g. _id \[2\]"),
+    ({1: 10, 2: 20}, r"test_labels.parquet: 1 test products have no label, e.g. _id \[3\]"),
     ({1: 10, 2: 99, 3: 20}, r"submission.csv: .*99"),
 ])
 def test_submission_stage_failure_is_one_line_exit_2_and_leaves_no_csv(tmp_path: Path, monkeypatch, caplog,
@@ -408,7 +411,6 @@ def test_submission_stage_failure_is_one_line_exit_2_and_leaves_no_csv(tmp_path:
 
     _stage_inputs(tmp_path, labels)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("{}\n")
     assert run_stage("submission") == 2
     assert re.search(message, caplog.text), caplog.text
     assert not (tmp_path / "submissions").exists() or not any((tmp_path / "submissions").iterdir())
@@ -420,7 +422,6 @@ def test_submission_stage_writes_the_validated_csv_in_test_order(tmp_path: Path,
 
     _stage_inputs(tmp_path, {3: 20, 1: 10, 2: 10})
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("{}\n")
     assert run_stage("submission") == 0
     assert (tmp_path / "submissions/submission.csv").read_text() == "_id,category_id\n1,10\n2,10\n3,20\n"
     assert json.loads((tmp_path / "metrics/submission.json").read_text()) == {"rows": 3, "override_rows": 0}

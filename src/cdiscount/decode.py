@@ -200,18 +200,6 @@ def _columns(names: list[str], rows: list[tuple]) -> dict[str, list]:
 
 
 @dataclass(frozen=True)
-class DataConfig(Section):
-    """The ``data`` section: where the Kaggle files are."""
-
-    SECTION = "data"
-    raw_dir: str  # folder with train.bson, test.bson, category_names.csv
-
-    def check(self) -> None:
-        self.require("raw_dir", bool(self.raw_dir.strip()), "a folder holding train.bson, test.bson and "
-                     "category_names.csv")
-
-
-@dataclass(frozen=True)
 class DecodeConfig(Section):
     """The ``decode`` section of params.yaml."""
 
@@ -267,6 +255,10 @@ def decode_file(
             for off, pid, reason, message in res.errors:
                 if on_error == "raise":
                     raise InputError(path, message, offset=off, product_id=pid)
+                if not labelled:  # the submission needs a row for every test _id: never drop one silently
+                    raise InputError(path, f"{message}; a test product cannot be skipped (Kaggle rejects a "
+                                           "submission without it): repair or re-download this file",
+                                     offset=off, product_id=pid)
                 log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
                 skipped.append((off, pid, reason, message))
             results.append(res)

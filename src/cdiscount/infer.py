@@ -29,7 +29,7 @@ from .train import autocast
 
 log = logging.getLogger(__name__)
 
-IMAGE_SCHEMA = pa.schema([("_id", pa.int64()), ("img_idx", pa.int8()), *SCHEMA_FIELDS])
+IMAGE_SCHEMA = pa.schema([("_id", pa.int64()), ("img_idx", pa.int32()), *SCHEMA_FIELDS])
 
 
 @torch.no_grad()
@@ -70,7 +70,7 @@ def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_
                 sel = rows // shard_rows == s
                 shards[s][rows[sel] - s * shard_rows] = f16[sel]
             t_idx, t_prob = topk(probs, top_k)
-            iw.write_table(pa.table({"_id": ids[rows], "img_idx": img_idx[rows].astype(np.int8),
+            iw.write_table(pa.table({"_id": ids[rows], "img_idx": img_idx[rows].astype(np.int32),
                                      "top_idx": list(t_idx), "top_prob": list(t_prob)}, schema=IMAGE_SCHEMA))
             done_products = list(agg.add(ids[rows], torch.log(probs.clamp_min(1e-12)).cpu()))
             if done_products:
@@ -79,7 +79,7 @@ def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_
         pw.write_table(_products_table(list(agg.flush())))
     for s in shards:
         s.flush()
-    pd.DataFrame({"_id": ids, "img_idx": img_idx.astype(np.int8),
+    pd.DataFrame({"_id": ids, "img_idx": img_idx.astype(np.int32),
                   "shard": (np.arange(n) // shard_rows).astype(np.int32),
                   "row": (np.arange(n) % shard_rows).astype(np.int64)}).to_parquet(feature_dir / "index.parquet",
                                                                                   index=False)

@@ -437,8 +437,9 @@ def run_submission(labels: str | Path, test_products: str | Path, taxonomy: str 
                    ) -> dict[str, int]:
     """Stage ``submission``: the ensemble's test labels as a Kaggle CSV, validated before it counts.
 
-    The rows follow ``test_products.parquet`` (= ``test.bson`` order), whatever order the labels
-    file has; an invalid result is removed and raised, never left looking finished.
+    The rows follow ``test_products`` (``test.bson`` itself in the stage, or decode's parquet of
+    it), whatever order the labels file has; a test product without a label, or any other
+    defect, removes what was written and raises: nothing is left looking finished.
     """
     order = read_test_ids(test_products)
     table = pd.read_parquet(labels, columns=["_id", "category_id", "source"]).set_index("_id")

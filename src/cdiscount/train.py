@@ -161,9 +161,16 @@ def _optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
     raise ValueError(f"train.optimizer must be adamw, nadam or sgd, got {cfg.optimizer!r}")
 
 
+#: Shortest one-cycle schedule: OneCycleLR divides by its warm-up length, which is zero at exactly
+#: 4 steps (pct_start 0.25), e.g. 88 pictures at batch size 64 over two epochs. Shorter phases run
+#: the first steps of an 8-step cycle (tiny data: a handful of products must train with defaults).
+MIN_ONECYCLE_STEPS = 8
+
+
 def _scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, lr: float, steps: int):
     if cfg.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.25)
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, MIN_ONECYCLE_STEPS),
+                                                   pct_start=0.25)
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
     if cfg.schedule == "constant":

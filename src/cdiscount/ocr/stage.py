@@ -13,6 +13,7 @@ estimate for products predicted in the selected groups that have usable text.
 """
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 from dataclasses import dataclass
@@ -74,13 +75,29 @@ class OcrClassifierConfig(Section):
 
 
 def selected_level1(tax: pd.DataFrame, level1: list[str]) -> pd.DataFrame:
-    """Taxonomy rows of the selected level-1 groups (names compared without surrounding spaces)."""
+    """Taxonomy rows of the selected level-1 groups (names compared without surrounding spaces).
+
+    A name close to one the taxonomy has (``LIBRARIE``) is a typo: an error saying which was meant.
+    A name unlike any (the default ``LIBRAIRIE`` on a dataset that is not Cdiscount's) is left out
+    with a warning; with none left the OCR component is left out of the ensemble.
+    """
     wanted = {s.strip() for s in level1}
     known = set(tax["level1"].str.strip())
-    unknown = wanted - known
-    if unknown:
-        raise ConfigError(f"ocr.level1: {sorted(unknown)} not in the taxonomy (e.g. {sorted(known)[:5]})")
+    for name in sorted(wanted - known):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(f"ocr.level1: {name!r} is not a level-1 group of the taxonomy; did you mean "
+                              f"{close[0]!r}?")
+        log.warning("ocr.level1: %r is not a level-1 group of this taxonomy (it has e.g. %s): left out", name,
+                    sorted(known)[:5])
     return tax[tax["level1"].str.strip().isin(wanted)].sort_values("idx")
+
+
+def _left_out(what: str, level1: list[str], metrics_path: Path) -> dict[str, Any]:
+    summary = {"level1": level1, "skipped": f"none of ocr.level1 is in this taxonomy: {what}"}
+    log.warning("%s: %s", metrics_path.stem, summary["skipped"])
+    write_json(metrics_path, summary)
+    return summary
 
 
 def _selected_products(flat: Path, split: str, tax: pd.DataFrame, classes: np.ndarray, interim: Path) -> np.ndarray:
@@ -96,6 +113,9 @@ def run_ocr(cfg: OcrConfig, *, interim: Path, flat: Path, cache: Path, metrics_p
             ) -> dict[str, Any]:
     tax = pd.read_parquet(interim / "taxonomy.parquet")
     classes = selected_level1(tax, cfg.level1)["idx"].to_numpy()
+    if not len(classes):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        return _left_out("nothing to read", cfg.level1, metrics_path)
     engine = make_engine(cfg.engine, **({"psm": cfg.psm, "timeout_s": cfg.timeout_s} if cfg.engine == "tesseract"
                                         else {}))
     pre = PreprocessConfig.from_params(cfg.preprocess) if cfg.preprocess else PreprocessConfig.for_engine(cfg.engine)
@@ -131,6 +151,10 @@ def run_ocr_classifier(level1: list[str], cfg: OcrClassifierConfig, *, cache: Pa
                        flat: Path, out_dir: Path, metrics_path: Path) -> dict[str, Any]:
     tax = pd.read_parquet(interim / "taxonomy.parquet").sort_values("idx")
     sel = selected_level1(tax, level1)
+    if sel.empty:  # the ensemble leaves a component without predictions out
+        with atomic_dir(out_dir) as tmp:
+            (tmp / "README").write_text("no OCR component: none of ocr.level1 is in this taxonomy\n")
+        return _left_out("no OCR component", level1, metrics_path)
     classes, cat_ids = sel["idx"].to_numpy(), sel["category_id"].to_numpy()
     text_of = load_cache(cache)
     split = pd.read_parquet(split_path)
