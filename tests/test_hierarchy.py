@@ -1,7 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from cdiscount.hierarchy import ExpertOutput, densify, route_chunk
+from cdiscount.hierarchy import ExpertOutput, route_chunk
+from cdiscount.topk import densify
 
 
 def test_densify_keeps_the_top_k_and_spreads_the_rest() -> None:

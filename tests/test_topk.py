@@ -21,3 +21,52 @@ def test_product_score_is_mean_image_log_probability_across_batches() -> None:
 def test_topk_never_exceeds_class_count() -> None:
     idx, prob = topk(torch.tensor([[0.2, 0.8]]), 20)
     assert idx.tolist() == [[1, 0]] and np.allclose(prob, [[0.8, 0.2]])
+
+
+def _file(tmp_path, rows):
+    import pyarrow.parquet as pq
+
+    from cdiscount.topk import product_table
+
+    path = tmp_path / "p.parquet"
+    with pq.ParquetWriter(path, product_table([0], [[0]], [[1.0]]).schema) as w:
+        for ids, idx, prob in rows:
+            w.write_table(product_table(ids, idx, prob))
+    return path
+
+
+def test_streaming_reads_equal_the_in_memory_read(tmp_path) -> None:
+    """iter_topk (batches) and read_top1 (top-1 only) give what pandas reads whole, in file order."""
+    import pandas as pd
+
+    from cdiscount.topk import iter_topk, read_top1, read_topk
+
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(1000)
+    idx = rng.integers(0, 50, (1000, 5))
+    prob = rng.random((1000, 5)).astype(np.float32)
+    path = _file(tmp_path, [(ids[i : i + 300], idx[i : i + 300], prob[i : i + 300]) for i in range(0, 1000, 300)])
+    whole = pd.read_parquet(path)
+    got = list(iter_topk(path, batch_rows=128))
+    assert [len(b[0]) for b in got] == [128] * 7 + [104]
+    assert np.array_equal(np.concatenate([b[0] for b in got]), whole["_id"].to_numpy())
+    assert np.array_equal(np.concatenate([b[1] for b in got]), np.stack(whole["top_idx"]))
+    assert read_top1(path).to_dict() == dict(zip(whole["_id"], [int(r[0]) for r in whole["top_idx"]]))
+    want = ids[[3, 500, 999]]
+    r_ids, r_idx, r_prob = read_topk(path, want, batch_rows=64)
+    assert sorted(r_ids) == sorted(want) and np.allclose(r_prob, prob[np.isin(ids, want)])
+
+
+def test_floor_densify_and_densify_columns_agree_on_hand_computed_rows() -> None:
+    from cdiscount.topk import densify, densify_columns, floor
+
+    idx = np.array([[2, 0, -1], [1, 3, 4]])
+    prob = np.array([[0.6, 0.2, 0.0], [0.5, 0.3, 0.1]], dtype=np.float32)
+    # row 0 keeps 0.8 over 2 classes: 0.2 left for the 3 others; row 1 keeps 0.9: 0.1 for the 2 others
+    np.testing.assert_allclose(floor(idx, prob, 5), [0.2 / 3, 0.05], rtol=1e-6)
+    dense = densify(idx, prob, 5)
+    np.testing.assert_allclose(dense, [[0.2, 0.2 / 3, 0.6, 0.2 / 3, 0.2 / 3], [0.05, 0.5, 0.05, 0.3, 0.1]],
+                               rtol=1e-5)
+    cols = densify_columns(idx, prob, np.array([4, 2]), 5)
+    np.testing.assert_allclose(cols, [[0.2 / 3, 0.6], [0.1, 0.05]], rtol=1e-6)
+    assert cols.dtype == np.float64 and cols.shape == (2, 2)

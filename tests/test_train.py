@@ -1,31 +1,38 @@
+import contextlib
 import json
+import shutil
 import signal
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import PARAMS, config
 
+from cdiscount.bson_io import open_store
 from cdiscount.data import epoch_order
-from cdiscount.split import assign_folds
+from cdiscount.errors import ConfigError
+from cdiscount.images import decode_image, normalise, resize
+from cdiscount.params import build
+from cdiscount.split import SplitConfig, assign_folds
 from cdiscount.train import TrainConfig, load_model, train_backbone
 
 #: One short CPU run: a tiny CNN on 32 px pictures, 1 head epoch + 2 full epochs.
-TINY_TRAIN = TrainConfig(arch="vanilla_cnn", pretrained="none", image_size=32, batch_size=32, head_epochs=1,
-                         full_epochs=2, workers=0, device="cpu", head_lr=0.01, full_lr=0.003)
+TINY_TRAIN = config(TrainConfig, arch="vanilla_cnn", pretrained="none", image_size=32, batch_size=32, head_epochs=1,
+                    full_epochs=2, workers=0, device="cpu", head_lr=0.01, full_lr=0.003)
 #: The same with progressive resizing (report 002): one training size per epoch, the last one for the model.
-TINY_PROGRESSIVE = TrainConfig(**{**asdict(TINY_TRAIN), "image_sizes": [24, 16, 32]})
+TINY_PROGRESSIVE = replace(TINY_TRAIN, image_sizes=[24, 16, 32])
 
 
 @pytest.fixture(scope="module")
 def split_path(tiny_interim: Path, tmp_path_factory) -> Path:
     products = pd.read_parquet(tiny_interim / "train_products.parquet")
     p = tmp_path_factory.mktemp("split") / "split.parquet"
-    assign_folds(products, seed=0, val_fraction=0.2).to_parquet(p)
+    assign_folds(products, **asdict(config(SplitConfig, val_fraction=0.2))).to_parquet(p)
     return p
 
 
@@ -34,8 +41,9 @@ def _train(tmp: Path, interim: Path, split_path: Path, cfg: TrainConfig = TINY_T
 
 
 def test_config_rejects_unknown_params() -> None:
-    with pytest.raises(ValueError, match="head_epoch"):
-        TrainConfig.from_params({"head_epoch": 3})
+    with pytest.raises(ConfigError, match=r"train\.head_epoch: unknown key \(did you mean train\.head_epochs\?\)"):
+        build(TrainConfig, {**PARAMS["train"], "head_epoch": 3})
+    assert build(TrainConfig, dict(PARAMS["train"])) == config(TrainConfig)
 
 
 def test_epoch_order_deterministic_balanced_and_sharded() -> None:
@@ -51,9 +59,18 @@ def test_epoch_order_deterministic_balanced_and_sharded() -> None:
 
 def test_training_writes_a_self_contained_model(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
     metrics = _train(tmp_path, tiny_interim, split_path)
-    assert metrics["epoch"] == 3 and 0 <= metrics["val_image_accuracy"] <= 1
+    assert metrics["epoch"] == 3 and metrics["phase"] == "full"
     model, blob = load_model(tmp_path / "backbone.pt")
     tax = pd.read_parquet(tiny_interim / "taxonomy.parquet")
+    # the reported validation accuracy is the saved model's, recomputed here picture by picture
+    images = pd.read_parquet(tiny_interim / "train_images.parquet", columns=["_id", "category_id"])
+    val = images["_id"].isin(pd.read_parquet(split_path).query("fold == 'val'")["_id"]).to_numpy()
+    store = open_store(tiny_interim, "train")
+    x = torch.stack([resize(decode_image(store.read_row(int(r))), 32) for r in np.flatnonzero(val)])
+    with torch.no_grad():
+        pred = model(normalise(x, model.norm.mean, model.norm.std)).argmax(1).numpy()
+    true = images.loc[val, "category_id"].map(tax.set_index("category_id")["idx"]).to_numpy()
+    assert metrics["val_image_accuracy"] == pytest.approx((pred == true).mean(), abs=1e-12)
     assert blob["categories"] == tax.sort_values("idx")["category_id"].tolist()
     assert blob["image_size"] == 32 and blob["arch"] == "vanilla_cnn"
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, len(tax))
@@ -80,7 +97,8 @@ if kill_after:  # a real SIGKILL right after that checkpoint lands, instrumented
                 os.kill(os.getpid(), signal.SIGKILL)
             return done
     t.atomic_path = KillAfter
-cfg = t.TrainConfig(**json.loads(sys.argv[5]))
+from cdiscount.params import build
+cfg = build(t.TrainConfig, json.loads(sys.argv[5]))
 out = Path(out)
 t.train_backbone(cfg, Path(interim), Path(split), out / "backbone.pt", out / "ckpt", out / "live", progress=False)
 """
@@ -89,8 +107,21 @@ t.train_backbone(cfg, Path(interim), Path(split), out / "backbone.pt", out / "ck
 def _train_in_child(out: Path, interim: Path, split_path: Path, kill_after: str = "") -> int:
     """Each run in a fresh process, as DVC runs the stage (with progressive resizing: the resumed
     epochs must take up the sizes where the killed run stopped)."""
-    return subprocess.run([sys.executable, "-c", CHILD, str(interim), str(split_path), str(out), kill_after,
-                           json.dumps(asdict(TINY_PROGRESSIVE))], capture_output=True, text=True).returncode
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(interim), str(split_path), str(out), kill_after,
+                           json.dumps(asdict(TINY_PROGRESSIVE))], capture_output=True, text=True)
+    assert proc.returncode in (0, -signal.SIGKILL), proc.stderr[-3000:]
+    return proc.returncode
+
+
+def _identical(a, b) -> bool:
+    """Exact equality of nested checkpoint contents (dicts, lists, tensors, numbers, strings)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def test_resume_after_kill_reaches_the_same_weights(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
@@ -109,13 +140,69 @@ def test_resume_after_kill_reaches_the_same_weights(tiny_interim: Path, split_pa
     assert curves[0] == curves[1]  # same metrics, epoch by epoch
 
 
+class Stopped(Exception):
+    """Raised right after a chosen checkpoint lands: the run stops there, as if killed."""
+
+
+def _stop_after(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    import cdiscount.train as t
+
+    real = t.atomic_path
+
+    @contextlib.contextmanager
+    def stopping(path):
+        with real(path) as tmp:
+            yield tmp
+        if Path(path).name == name:
+            raise Stopped(name)
+
+    monkeypatch.setattr(t, "atomic_path", stopping)
+
+
+@pytest.mark.parametrize("phase", ["head", "full"])
+def test_resume_inside_a_phase_restores_optimizer_and_scheduler(phase: str, tiny_interim: Path, split_path: Path,
+                                                                tmp_path: Path, monkeypatch) -> None:
+    """Stopped after the first of a phase's two epochs, the re-run resumes in the middle of the
+    phase: AdamW's moments and the one-cycle schedule's position come back from the checkpoint,
+    so it ends exactly where an uninterrupted run ends. Dropping either state ends elsewhere."""
+    cfg = replace(TINY_TRAIN, head_epochs=2 * (phase == "head"), full_epochs=2 * (phase == "full"))
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    _train(full, tiny_interim, split_path, cfg)
+    with monkeypatch.context() as m:
+        _stop_after(m, "epoch-000.pt")
+        with pytest.raises(Stopped):
+            _train(stopped, tiny_interim, split_path, cfg)
+    assert [p.name for p in (stopped / "ckpt").glob("*.pt")] == ["epoch-000.pt"]
+    for drop, cls in (("optimizer", torch.optim.AdamW), ("scheduler", torch.optim.lr_scheduler.OneCycleLR)):
+        shutil.copytree(stopped, tmp_path / drop)  # a deliberately broken resume from a copy
+        with monkeypatch.context() as m:
+            m.setattr(cls, "load_state_dict", lambda self, state: None)
+            _train(tmp_path / drop, tiny_interim, split_path, cfg)
+    _train(stopped, tiny_interim, split_path, cfg)  # resumes at the phase's second epoch
+
+    first = torch.load(stopped / "ckpt" / "epoch-000.pt", weights_only=False)
+    steps = first["scheduler"]["last_epoch"]  # one scheduler step per batch of the first epoch
+    assert first["phase"] == phase and steps > 1 and first["scheduler"]["total_steps"] == 2 * steps
+    assert {int(s["step"]) for s in first["optimizer"]["state"].values()} == {steps}
+    a, b = (torch.load(d / "ckpt" / "epoch-001.pt", weights_only=False) for d in (full, stopped))
+    assert a["phase"] == b["phase"] == phase and b["scheduler"]["last_epoch"] == 2 * steps
+    assert {int(s["step"]) for s in b["optimizer"]["state"].values()} == {2 * steps}
+    for key in ("model", "optimizer", "scheduler", "scaler", "torch_rng"):
+        assert _identical(a[key], b[key]), key
+    final = [torch.load(d / "backbone.pt", weights_only=False)["state_dict"] for d in (full, stopped)]
+    assert _identical(*final)
+    for drop in ("optimizer", "scheduler"):
+        broken = torch.load(tmp_path / drop / "ckpt" / "epoch-001.pt", weights_only=False)
+        assert not _identical(broken["model"], a["model"]), f"a resume without the {drop} state ended the same"
+
+
 def test_image_sizes_need_one_size_per_epoch() -> None:
     assert TINY_TRAIN.epoch_image_size(2) == TINY_TRAIN.final_image_size == 32
     assert [TINY_PROGRESSIVE.epoch_image_size(e) for e in range(3)] == [24, 16, 32]
     for bad in ([16, 32], [16, 24, 32, 48], [16, 0, 32]):
-        with pytest.raises(ValueError, match="one positive size per epoch"):
-            TrainConfig(**{**asdict(TINY_TRAIN), "image_sizes": bad})
-    assert TrainConfig.from_params({"image_sizes": []}).final_image_size == TrainConfig().image_size
+        with pytest.raises(ConfigError, match=r"train\.image_sizes = .*one size \(16 to 1024\) per epoch \(1 head"):
+            replace(TINY_TRAIN, image_sizes=bad)
+    assert config(TrainConfig, image_sizes=[], image_size=48).final_image_size == 48
 
 
 def test_progressive_resizing_follows_the_epoch(tiny_interim: Path, split_path: Path, tmp_path: Path,
@@ -141,32 +228,68 @@ def test_progressive_resizing_follows_the_epoch(tiny_interim: Path, split_path: 
 
 def test_changed_params_discard_old_checkpoints(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
     _train(tmp_path, tiny_interim, split_path)
-    cfg = TrainConfig(**{**asdict(TINY_TRAIN), "full_epochs": 1, "seed": 3})
+    cfg = replace(TINY_TRAIN, full_epochs=1, seed=3)
     _train(tmp_path, tiny_interim, split_path, cfg)
     assert sorted(p.name for p in (tmp_path / "ckpt").glob("*.pt")) == ["epoch-000.pt", "epoch-001.pt"]
     assert json.loads(torch.load(tmp_path / "ckpt" / "epoch-001.pt", weights_only=False)["config"])["seed"] == 3
 
 
-def test_ddp_two_ranks_on_cpu_stay_in_sync(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
-    """The same training function under torchrun (gloo): both ranks end with the same model."""
-    script = tmp_path / "run.py"
-    script.write_text(f"""
+DDP_SCRIPT = """
 import json, sys
 from pathlib import Path
+import torch
 import torch.distributed as dist
-from cdiscount.train import TrainConfig, train_backbone
-cfg = TrainConfig(**json.loads({json.dumps(json.dumps(asdict(TINY_TRAIN)))}))
-out = Path({str(tmp_path)!r})
-m = train_backbone(cfg, Path({str(tiny_interim)!r}), Path({str(split_path)!r}), out / "m.pt", out / "ckpt",
-                   out / "live", progress=False)
-(out / f"rank{{dist.get_rank()}}.json").write_text(json.dumps(m))
-""")
+import cdiscount.train as t
+from cdiscount.params import build
+
+interim, split, out, cfg_json = sys.argv[1:5]
+models, init = [], {}  # the model this rank trains and its initial weights, recorded from outside the library
+real_build = t.build_backbone
+def recording_build(*args, **kwargs):
+    models.append(real_build(*args, **kwargs))
+    init.update({k: v.detach().clone() for k, v in models[-1].state_dict().items()})
+    return models[-1]
+t.build_backbone = recording_build
+out = Path(out)
+m = t.train_backbone(build(t.TrainConfig, json.loads(cfg_json)), Path(interim), Path(split), out / "m.pt",
+                     out / "ckpt", out / "live", progress=False)
+rank = dist.get_rank()
+torch.save({k: v.detach().cpu() for k, v in models[-1].state_dict().items()}, out / f"rank{rank}.pt")
+torch.save(init, out / f"init{rank}.pt")
+(out / f"rank{rank}.json").write_text(json.dumps(m))
+"""
+
+
+def _ddp(out: Path, interim: Path, split_path: Path) -> list[dict[str, torch.Tensor]]:
+    """Two gloo ranks under torchrun; the state dict each rank's model ends with (``rank<r>.pt``;
+    ``init<r>.pt``: the one it started from)."""
+    out.mkdir()
+    script = out / "run.py"
+    script.write_text(DDP_SCRIPT)
     torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run([str(torchrun), "--nproc_per_node=2", str(script)], capture_output=True, text=True)
+    proc = subprocess.run([str(torchrun), "--nproc_per_node=2", str(script), str(interim), str(split_path), str(out),
+                           json.dumps(asdict(TINY_TRAIN))], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert r0["val_image_accuracy"] == r1["val_image_accuracy"]
-    assert (tmp_path / "m.pt").exists() and len(list((tmp_path / "ckpt").glob("*.pt"))) == 3
+    return [torch.load(out / f"rank{r}.pt") for r in (0, 1)]
+
+
+def test_ddp_two_ranks_on_cpu_stay_in_sync(tiny_interim: Path, split_path: Path, tmp_path: Path) -> None:
+    """The same training function under torchrun (gloo): both ranks end with the same weights
+    and buffers, and rank 0 saves them. (Batch-norm statistics stay put here: the head phase
+    freezes the body and params.yaml's freeze_bn keeps them in the full phase. With
+    freeze_bn: false each rank's statistics follow its own shard and the ranks end apart.)"""
+    r0, r1 = _ddp(tmp_path / "ddp", tiny_interim, split_path)
+    assert r0.keys() == r1.keys()
+    differ = [k for k in r0 if not torch.equal(r0[k], r1[k])]
+    assert not differ, f"the ranks ended with different {differ}"
+    assert _identical(torch.load(tmp_path / "ddp" / "m.pt", weights_only=False)["state_dict"], r0)
+    init = [torch.load(tmp_path / "ddp" / f"init{r}.pt") for r in (0, 1)]
+    assert _identical(*init)  # same seed, same start
+    assert not torch.equal(init[0]["head.weight"], r0["head.weight"])  # and they did train
+    assert not torch.equal(init[0]["body.0.0.weight"], r0["body.0.0.weight"])  # the body too (full phase)
+    assert (tmp_path / "ddp" / "m.pt").exists() and len(list((tmp_path / "ddp" / "ckpt").glob("*.pt"))) == 3
+    metrics = [json.loads((tmp_path / "ddp" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert metrics[0]["val_image_accuracy"] == metrics[1]["val_image_accuracy"]
 
 
 def test_cap_per_category_keeps_at_most_cap_of_each_class() -> None:

@@ -6,7 +6,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score
 
 from .atomic import atomic_path
 
@@ -25,6 +24,8 @@ def evaluate_products(preds: pd.DataFrame, truth: pd.DataFrame, tax: pd.DataFram
     ``preds``: ``_id``, ``top_idx`` (list), ``top_prob``; ``truth``: ``_id``, ``category_id``.
     Returns the metrics dict, per-category accuracy (taxonomy order) and the distance histogram.
     """
+    from sklearn.metrics import f1_score  # here: stages that only write tables start without sklearn (1.4 s)
+
     idx_of = tax.set_index("category_id")["idx"]
     df = truth[["_id", "category_id"]].merge(preds, on="_id", how="left", validate="one_to_one")
     if df["top_idx"].isna().any():

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
+
+if TYPE_CHECKING:  # torch is imported where tensors are used: stages that only read top-K start in 1 s, not 5
+    import torch
 
 SCHEMA_FIELDS = [("top_idx", pa.list_(pa.int16())), ("top_prob", pa.list_(pa.float32()))]
 PRODUCT_SCHEMA = pa.schema([("_id", pa.int64()), *SCHEMA_FIELDS])
@@ -172,6 +175,8 @@ class ProductAggregator:
             self._id = None
 
     def _emit(self) -> tuple[int, np.ndarray, np.ndarray]:
+        import torch
+
         probs = torch.softmax(self._sum / self._n, dim=0)[None]
         idx, prob = topk(probs, self.k)
         return self._id, idx[0], prob[0]

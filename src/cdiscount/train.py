@@ -298,7 +298,7 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
         train_ds.epoch = epoch
         train_ds.image_size = cfg.epoch_image_size(epoch)  # set before the epoch's loader copies it to workers
         order = epoch_order(data.train_labels, epoch, cfg.seed, cfg.balance_power, ctx.rank, ctx.world)
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
+        t0, seen, loss_sum, last_lr = time.perf_counter(), 0, 0.0, opt.param_groups[0]["lr"]
         bar = tqdm(_loader(train_ds, order, cfg, ctx.device), desc=f"epoch {epoch + 1}/{len(phases)} ({phase})",
                    unit="batch", disable=not (progress and ctx.is_main))
         for x, y, _ in bar:
@@ -312,6 +312,7 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
+            last_lr = opt.param_groups[0]["lr"]  # the rate this step used (logged below)
             sched.step()
             seen += len(y)
             loss_sum += float(loss.detach()) * len(y)
@@ -319,7 +320,7 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
         seconds = time.perf_counter() - t0
         val_acc = evaluate(model, val_ds, cfg, ctx.device) if len(val_ds) else float("nan")
         metrics = {"epoch": epoch + 1, "phase": phase, "train_loss": loss_sum / max(seen, 1),
-                   "val_image_accuracy": val_acc, "lr": sched.get_last_lr()[0],
+                   "val_image_accuracy": val_acc, "lr": last_lr,
                    "train_images_per_s": seen * ctx.world / seconds}
         if ctx.is_main:
             for k, v in metrics.items():

@@ -156,9 +156,14 @@ def _pretrainedmodels(arch: str, pretrained: bool) -> tuple[nn.Module, list[nn.M
 
 
 def available_architectures() -> dict[str, list[str]]:
-    """Names accepted by ``train.arch``, by family."""
-    import pretrainedmodels
-    import torchvision
+    """Names accepted by ``train.arch``, by family.
+
+    Importing ``pretrainedmodels`` draws from torch's global RNG; under ``fork_rng`` it cannot,
+    so a seeded model starts from the same weights whatever was imported before it.
+    """
+    with torch.random.fork_rng(devices=[]):
+        import pretrainedmodels
+        import torchvision
 
     return {
         "efficientnet_lite": list(LITE),
