@@ -9,7 +9,8 @@ from cdiscount.cli import build_parser, main
 from cdiscount.runner import run_stage as runner
 from conftest import REPO, run_stage
 
-TOOLS = ["predict", "validate-submission", "submit", "preset", "report", "read-image", "archs", "code-deps"]
+TOOLS = ["predict", "validate-submission", "submit", "preset", "report", "read-image", "archs", "code-deps",
+         "synth"]
 
 
 def test_help_lists_the_tools_and_no_stage() -> None:

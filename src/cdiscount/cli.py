@@ -3,8 +3,9 @@
 The pipeline stages themselves are the scripts in ``stages/`` (``dvc repro`` runs them; so can
 you: ``python stages/split.py`` does exactly what DVC runs for ``split``). This command holds
 what a user runs by hand: predict with a trained model, check and submit a CSV, presets of the
-reference systems, the report, one picture out of the BSON, the architectures, and the list of
-code each stage runs (what ``dvc.yaml`` must list as deps).
+reference systems, the report, one picture out of the BSON, the architectures, the list of
+code each stage runs (what ``dvc.yaml`` must list as deps), and a synthetic Cdiscount at any
+fraction of the real scale.
 """
 from __future__ import annotations
 
@@ -98,6 +99,15 @@ def _code_deps(args: argparse.Namespace) -> None:
         print("\n".join(f"  - {d}" for d in deps))
 
 
+def _synth(args: argparse.Namespace) -> None:
+    from .synth import synthesize
+
+    s = synthesize(args.out, args.fraction, args.picture_px, args.seed, progress=True, workers=args.workers)
+    print(f"wrote {args.out}: {s['train_products']} train products ({s['train_pictures']} pictures), "
+          f"{s['test_products']} test products ({s['test_pictures']} pictures), {s['categories']} categories, "
+          f"{sum(s['megabytes'].values()):.1f} MB in {s['seconds']} s")
+
+
 #: name -> (handler, help); a handler may return an exit status (None means 0).
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str]] = {
     "predict": (_predict, "top-5 categories of image files (one product) or of each product of a BSON"),
@@ -110,6 +120,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int | None], str]] = {
     "read-image": (_read_image, "write one picture's JPEG bytes, read through the decode index"),
     "archs": (_archs, "list the architectures train.arch accepts"),
     "code-deps": (_code_deps, "the source files each dvc.yaml stage runs (its code deps), from the imports"),
+    "synth": (_synth, "write a Kaggle-format train.bson / test.bson / category_names.csv at a fraction of the "
+                      "real scale (real-scale rehearsals)"),
 }
 
 
@@ -153,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("-c", "--competition", default=COMPETITION, help=f"default: {COMPETITION}")
         if name == "code-deps":
             sp.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+        if name == "synth":
+            sp.add_argument("--fraction", type=float, required=True,
+                            help="share of the real counts (7,069,896 train / 1,768,182 test products), 0.0001 to 1")
+            sp.add_argument("--out", type=Path, required=True,
+                            help="folder to write (new, or holding only synth's files)")
+            sp.add_argument("--picture-px", type=int, default=32,
+                            help="picture size, 16 to 180 (default 32; real: 180)")
+            sp.add_argument("--seed", type=int, default=0, help="default 0; the same seed gives the same bytes")
+            sp.add_argument("--workers", type=int, default=0,
+                            help="processes drawing pictures (default 0: all cores); the output does not depend on it")
     return ap
 
 
