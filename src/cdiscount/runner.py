@@ -90,8 +90,9 @@ def run_stage(main: Callable[[argparse.Namespace], Any], doc: str | None, argv: 
 
     def go() -> None:
         args.params_path, args.params = args.params, load_params(args.params)
-        for stale in clear_stale(stage_paths(main)):
-            log.warning("removed %s, left by a killed run", stale)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun rank 0 writes: only it clears, before it starts
+            for stale in clear_stale(stage_paths(main)):
+                log.warning("removed %s, left by a killed run", stale)
         with sigterm_as_interrupt():
             main(args)
 
