@@ -114,8 +114,8 @@ def densify(top_idx, top_prob, n_classes: int) -> np.ndarray:
     outside the top K is spread evenly and each row sums to 1."""
     if not len(top_idx):
         return np.zeros((0, n_classes), dtype=np.float32)
-    idx = np.stack([np.asarray(i, dtype=np.int64) for i in top_idx])
-    prob = np.stack([np.asarray(p, dtype=np.float32) for p in top_prob])
+    idx = np.asarray(top_idx, dtype=np.int64)  # [N, K] arrays (read_topk) or equal-length lists: no row loop
+    prob = np.asarray(top_prob, dtype=np.float32)
     pad = idx < 0
     prob = np.where(pad, 0.0, prob).astype(np.float32)
     rest = np.clip(1.0 - prob.sum(axis=1), 0.0, None) / np.maximum(n_classes - (~pad).sum(axis=1), 1)
