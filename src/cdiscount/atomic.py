@@ -16,7 +16,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,20 @@ def _plain_mode(path: Path) -> Path:
     """Give a temp file or folder the mode a plain ``open`` / ``mkdir`` would have given it."""
     path.chmod((0o777 if path.is_dir() else 0o666) & ~_umask())
     return path
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM while a temp is created and recorded, so an interrupt can never land
+    between the two and leave an untracked temp behind (it is delivered right after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def scratch_dir(near: str | Path, name: str) -> tempfile.TemporaryDirectory:
@@ -110,9 +126,11 @@ def publish(outputs: dict[str, Path]) -> Iterator[dict[str, Path]]:
     try:
         for name, target in outputs.items():
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            tmps[name] = _plain_mode(Path(tmp_name))
+            with _signals_held():
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+                os.close(fd)
+                tmps[name] = Path(tmp_name)
+            _plain_mode(tmps[name])
         yield tmps
         for name, target in outputs.items():
             os.replace(tmps[name], target)
