@@ -46,3 +46,33 @@ def test_products_without_a_prediction_are_an_error() -> None:
     preds = pd.DataFrame({"_id": [1], "top_idx": [np.array([0])], "top_prob": [np.array([1.0])]})
     with pytest.raises(ValueError, match="1 products have no prediction"):
         evaluate_products(preds, truth, TAX)
+
+
+def test_streamed_file_evaluation_equals_the_in_memory_one(tmp_path) -> None:
+    """evaluate_file reads only the truth's rows of a file (in small batches here) and must give
+    exactly evaluate_products' numbers; rows of other products in the file are ignored."""
+    from cdiscount.evaluation import evaluate_file
+    from cdiscount.topk import product_table, writer
+
+    rng = np.random.default_rng(0)
+    n = 500
+    ids = rng.permutation(10_000)[:n]
+    top = np.stack([rng.permutation(4)[:3] for _ in range(n)])
+    prob = np.sort(rng.random((n, 3)), axis=1)[:, ::-1]
+    with writer(tmp_path / "p.parquet") as w:
+        for b in range(0, n, 64):
+            w.write_table(product_table(ids[b : b + 64], top[b : b + 64], prob[b : b + 64]))
+    truth = pd.DataFrame({"_id": ids[::3], "category_id": rng.choice([10, 11, 12, 13], len(ids[::3]))})
+    images = pd.DataFrame({"_id": np.repeat(ids, 2), "img_idx": np.tile([0, 1], n),
+                           "top_idx": list(np.repeat(top[:, :1], 2, axis=0)),
+                           "top_prob": list(np.repeat(prob[:, :1], 2, axis=0))})
+    images.to_parquet(tmp_path / "im.parquet")
+    preds = pd.DataFrame({"_id": ids, "top_idx": list(top), "top_prob": list(prob)})
+    want = evaluate_products(preds, truth, TAX, images[["_id", "top_idx"]])
+    got = evaluate_file(tmp_path / "p.parquet", truth, TAX, tmp_path / "im.parquet")
+    assert got[0] == want[0] and want[0]["products"] == len(truth)
+    pd.testing.assert_frame_equal(got[1], want[1])
+    pd.testing.assert_frame_equal(got[2], want[2])
+    with pytest.raises(ValueError, match="1 products have no prediction"):
+        evaluate_file(tmp_path / "p.parquet", pd.concat([truth, pd.DataFrame({"_id": [99_999], "category_id": [10]})]),
+                      TAX)

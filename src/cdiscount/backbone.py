@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from .atomic import write_json
-from .evaluation import evaluate_products, write_csv
+from .evaluation import evaluate_file, write_csv
 from .params import Section
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,11 @@ def evaluate_component(pred_dir: Path, taxonomy: Path, split_path: Path, metrics
                        ) -> dict[str, Any]:
     """Validation metrics of a component's train-set predictions; writes ``metrics_dir/<name>*.{json,csv}``."""
     tax = pd.read_parquet(taxonomy)
-    split = pd.read_parquet(split_path)
+    split = pd.read_parquet(split_path, columns=["_id", "fold", "category_id"])
     val = split[split["fold"] == "val"]
-    preds = pd.read_parquet(pred_dir / "train_products.parquet")
-    images = pd.read_parquet(pred_dir / "train_images.parquet") if (pred_dir / "train_images.parquet").exists() \
-        else None
-    metrics, per_cat, hist = evaluate_products(preds, val, tax, images[images["_id"].isin(val["_id"])]
-                                               if images is not None else None)
+    images = pred_dir / "train_images.parquet"
+    metrics, per_cat, hist = evaluate_file(pred_dir / "train_products.parquet", val, tax,
+                                           images if images.exists() else None)
     write_json(metrics_dir / f"{name}.json", metrics)
     write_csv(per_cat, metrics_dir / f"{name}_per_category.csv")
     write_csv(hist, metrics_dir / f"{name}_distance.csv")

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json
-from .evaluation import evaluate_products, write_csv
+from .evaluation import evaluate_file, write_csv
 from .features import padded, product_spans, read_features
 from .params import Section
 from .topk import PRODUCT_SCHEMA, product_table, topk
@@ -184,15 +184,12 @@ def evaluate_fusion(out_dir: Path, feats: ProductFeatures, val_rows: np.ndarray,
     """``fusion.json``: the head vs the backbone's mean of picture log-probabilities, on all
     validation products and on those with several pictures (where pooling can help)."""
     val = split[split["fold"] == "val"][["_id", "category_id"]]
-    fused = pd.read_parquet(out_dir / "val_products.parquet")
-    flat = pd.read_parquet(flat_train)
-    flat = flat[flat["_id"].isin(val["_id"])]
-    multi = set(feats.ids[val_rows][feats.count[val_rows] > 1])
+    multi = val[val["_id"].isin(feats.ids[val_rows][feats.count[val_rows] > 1])]
     metrics: dict[str, Any] = {}
-    for name, preds in (("fusion", fused), ("mean_of_pictures", flat)):
-        m, per_cat, _ = evaluate_products(preds, val, tax)
-        several = evaluate_products(preds[preds["_id"].isin(multi)], val[val["_id"].isin(multi)], tax)[0] \
-            if multi else {"product_accuracy": float("nan"), "products": 0}
+    for name, path in (("fusion", out_dir / "val_products.parquet"), ("mean_of_pictures", flat_train)):
+        m, per_cat, _ = evaluate_file(path, val, tax)  # streamed: the validation rows only
+        several = evaluate_file(path, multi, tax)[0] if len(multi) else {"product_accuracy": float("nan"),
+                                                                         "products": 0}
         metrics[f"{name}_product_accuracy"] = m["product_accuracy"]
         metrics[f"{name}_multi_picture_accuracy"] = several["product_accuracy"]
         if name == "fusion":
