@@ -1,8 +1,8 @@
-"""Stage ``specific@<slot>``: train the expert of one group (slot i = the i-th largest group) on cached features.
+"""Stage ``specific@<slot>``: train the experts of one slot's groups (slot i of S: groups i, i+S, ...) on cached features.
 
 Reads   data/processed/groups.json, data/interim/taxonomy.parquet, data/interim/train_images.parquet,
         data/processed/split.parquet, data/features/, data/preds/backbone/
-Writes  models/specific/<slot>/ (expert.pkl, preds.npz: val/test product distributions, meta.json)
+Writes  models/specific/<slot>/ (meta.json; per group <rank>/: expert.pkl, val/test_products.parquet top-K, meta.json)
 Params  specific (the common keys and specific.per_slot.<slot>)
 """
 from pathlib import Path
@@ -26,7 +26,7 @@ def options(ap) -> None:
 def main(args) -> None:
     slots, cfg = slot_config(args.params, args.slot)
     run_specific(args.slot, slots, cfg, groups_path=GROUPS, taxonomy=TAXONOMY, train_images=TRAIN_IMAGES,
-                 split_path=SPLIT, features=FEATURES, flat=FLAT, out=OUT / args.slot)
+                 split_path=SPLIT, features=FEATURES, flat=FLAT, out=OUT / args.slot, progress=args.progress)
 
 
 if __name__ == "__main__":

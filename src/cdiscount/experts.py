@@ -32,6 +32,8 @@ class ExpertConfig(Section):
     SECTION = "specific"
     model: Literal["mlp", "logreg", "ovr", "xgboost"]
     min_mass: float  # experts score products with at least this flat probability on their group
+    top_k: int  # classes of its group an expert keeps per product
+    cap_per_category: int  # training pictures per category (0 = all): bounds a pooled band's cost
     hidden: int
     epochs: int
     lr: float
@@ -49,6 +51,8 @@ class ExpertConfig(Section):
 
     def check(self) -> None:
         self.require("min_mass", 0 <= self.min_mass <= 1, "a probability from 0 to 1")
+        self.require("top_k", self.top_k >= 1, ">= 1 class per product")
+        self.require("cap_per_category", self.cap_per_category >= 0, "0 (no cap) or a number of pictures")
         for key in ("hidden", "epochs", "max_depth", "n_estimators"):
             self.require(key, getattr(self, key) >= 1, ">= 1")
         for key in ("lr", "C", "learning_rate"):

@@ -6,8 +6,10 @@ default written for the ensemble) gives each group its flat probability mass and
 redistribute it inside the group, so the flat model stays in charge of *which* group. Both are
 measured on validation against the flat model, with the product fusion head alongside.
 
-The flat predictions are top-K; each chunk of products is densified (the missing mass spread
-evenly over the classes outside the top K) only for the few thousand products in flight.
+The flat predictions and the experts' are top-K files, streamed in step a chunk of products at a
+time; only the chunk in flight is densified (the missing mass spread evenly over the classes
+outside the top K: over all classes for the flat model, over its group for an expert), so memory
+is ``hierarchy.chunk`` x classes whatever the number of products.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from .atomic import atomic_dir, write_json
 from .evaluation import write_csv
 from .params import Section
 from .routing import group_mass, hard_route, soft_route
-from .topk import PRODUCT_SCHEMA, densify, product_table, read_topk, topk
+from .topk import PRODUCT_SCHEMA, densify, densify_columns, iter_topk, product_table, topk
 
 log = logging.getLogger(__name__)
 
@@ -48,48 +50,87 @@ class HierarchyConfig(Section):
 
 @dataclass
 class ExpertOutput:
-    """One group expert's product distributions over its categories (``classes`` = global idx)."""
+    """One group expert's output: its categories (global idx) and per split a top-K file of the
+    products it scored, in the flat file's order (see ``specific``)."""
 
     group: str
     classes: np.ndarray
-    ids: dict[str, pd.Index]
-    probs: dict[str, np.ndarray]
+    files: dict[str, Path]
 
-    def rows_for(self, split: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(rows of ``ids`` this expert scored, the matching rows of its probabilities)."""
-        pos = self.ids[split].get_indexer(ids)
-        have = np.flatnonzero(pos >= 0)
-        return have, pos[have]
+    def stream(self, split: str, batch_rows: int) -> ExpertStream:
+        return ExpertStream(self, self.files[split], batch_rows)
+
+
+class ExpertStream:
+    """An expert's rows handed out chunk by chunk, in step with the flat predictions.
+
+    The expert scored a subset of the flat file's products in the flat file's order, so the rows
+    belonging to a chunk of flat products are always the next ones: one batch in memory.
+    """
+
+    def __init__(self, expert: ExpertOutput, path: Path, batch_rows: int) -> None:
+        self.expert, self.path = expert, path
+        self._batches = iter_topk(path, batch_rows=batch_rows)
+        self._ids = np.zeros(0, np.int64)
+        self._idx = np.zeros((0, 0), np.int64)
+        self._prob = np.zeros((0, 0), np.float32)
+
+    def take(self, ids: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``ids`` the expert scored, their [n, group] distributions inside the group)."""
+        got_ids, got_idx, got_prob = [], [], []
+        while True:
+            if not len(self._ids):
+                nxt = next(self._batches, None)
+                if nxt is None:
+                    break
+                self._ids, self._idx, self._prob = nxt
+            inside = np.isin(self._ids, ids)
+            n = len(inside) if inside.all() else int(np.argmin(inside))  # the leading rows of this chunk
+            got_ids.append(self._ids[:n]), got_idx.append(self._idx[:n]), got_prob.append(self._prob[:n])
+            self._ids, self._idx, self._prob = self._ids[n:], self._idx[n:], self._prob[n:]
+            if len(self._ids):
+                break
+        classes = self.expert.classes
+        if not got_ids or not sum(len(i) for i in got_ids):
+            return np.zeros(0, np.int64), np.zeros((0, len(classes)))
+        k = max(i.shape[1] for i in got_idx)
+        idx = np.concatenate([np.pad(i, ((0, 0), (0, k - i.shape[1])), constant_values=-1) for i in got_idx])
+        prob = np.concatenate([np.pad(p, ((0, 0), (0, k - p.shape[1]))) for p in got_prob])
+        within = densify_columns(idx, prob, classes, n_classes, spread_over=len(classes))
+        within /= np.maximum(within.sum(axis=1, keepdims=True), 1e-12)
+        return pd.Index(ids).get_indexer(np.concatenate(got_ids)), within
+
+    def finish(self) -> None:
+        """Every row must have been handed out: a row left over means the files disagree on order."""
+        if len(self._ids) or next(self._batches, None) is not None:
+            raise ValueError(f"{self.path}: expert rows left after the last flat product (product _id order "
+                             "differs from the flat predictions'; re-run the specific stage)")
 
 
 def load_experts(specific_dir: Path) -> list[ExpertOutput]:
-    """Every trained slot under ``models/specific`` (empty slots are skipped)."""
+    """Every trained group expert under ``models/specific/<slot>/<rank>/``, in group rank order."""
     experts = []
-    for slot in sorted(p for p in specific_dir.iterdir() if p.is_dir()):
-        meta = json.loads((slot / "meta.json").read_text())
-        if meta.get("group") is None:
-            continue
-        z = np.load(slot / "preds.npz")
-        experts.append(ExpertOutput(meta["group"], z["classes"].astype(np.int64),
-                                    {s: pd.Index(z[f"{s}_ids"]) for s in ("val", "test")},
-                                    {s: z[f"{s}_probs"] for s in ("val", "test")}))
-    return experts
+    for meta_path in specific_dir.glob("*/*/meta.json"):
+        meta = json.loads(meta_path.read_text())
+        experts.append((meta["rank"], meta["group"], meta["classes"], meta_path.parent))
+    return [ExpertOutput(group, np.asarray(classes, dtype=np.int64),
+                         {s: d / f"{s}_products.parquet" for s in ("val", "test")})
+            for _, group, classes, d in sorted(experts, key=lambda e: e[0])]
 
 
-def route_chunk(flat: np.ndarray, ids: np.ndarray, experts: list[ExpertOutput], split: str
+def route_chunk(flat: np.ndarray, groups: list[np.ndarray], scored: list[tuple[np.ndarray, np.ndarray]]
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Soft- and hard-routed [N, C] distributions of one chunk.
+    """Soft- and hard-routed [N, C] distributions of one chunk; ``scored[j]`` = (rows group ``j``'s
+    expert scored, their distributions inside the group).
 
     A product an expert did not score (its group mass was below ``specific.min_mass``) keeps the
     flat distribution inside that group, so routing leaves it unchanged.
     """
-    groups = [e.classes for e in experts]
     mass = group_mass(flat, groups)
     inside = []
-    for j, e in enumerate(experts):
-        within = flat[:, e.classes] / np.maximum(mass[:, j : j + 1], 1e-12)
-        have, rows = e.rows_for(split, ids)
-        within[have] = e.probs[split][rows]
+    for j, (g, (rows, probs)) in enumerate(zip(groups, scored)):
+        within = flat[:, g] / np.maximum(mass[:, j : j + 1], 1e-12)
+        within[rows] = probs
         inside.append(within)
     return soft_route(flat, groups, inside), hard_route(flat, groups, inside)
 
@@ -99,33 +140,38 @@ def run_hierarchy(cfg: HierarchyConfig, *, taxonomy: Path, split_path: Path, fla
     tax = pd.read_parquet(taxonomy).sort_values("idx")
     n_classes = len(tax)
     experts = load_experts(specific)
-    split = pd.read_parquet(split_path)
+    split = pd.read_parquet(split_path, columns=["_id", "fold", "category_id"])
     val_ids = split.loc[split["fold"] == "val", "_id"].to_numpy()
-    flat_val = read_topk(flat / "train_products.parquet", val_ids)
-    flat_test = read_topk(flat / "test_products.parquet")
     with atomic_dir(out_dir) as tmp:
-        val_top1 = _route_split(flat_val, experts, "val", n_classes, cfg, tmp / "val_products.parquet", progress)
-        _route_split(flat_test, experts, "test", n_classes, cfg, tmp / "test_products.parquet", progress)
-    truth = pd.Series(flat_val[0]).map(split.set_index("_id")["category_id"]).map(tax.set_index("category_id")["idx"])
+        val_top1 = _route_split(flat / "train_products.parquet", val_ids, experts, "val", n_classes, cfg,
+                                tmp / "val_products.parquet", progress)
+        _route_split(flat / "test_products.parquet", None, experts, "test", n_classes, cfg,
+                     tmp / "test_products.parquet", progress)
+    truth = pd.Series(val_top1.pop("_id")).map(split.set_index("_id")["category_id"]).map(
+        tax.set_index("category_id")["idx"])
     return evaluate_hierarchy(truth.to_numpy(), val_top1, experts, tax, fusion_metrics, metrics_dir)
 
 
-def _route_split(flat: tuple[np.ndarray, np.ndarray, np.ndarray], experts: list[ExpertOutput], split: str,
-                 n_classes: int, cfg: HierarchyConfig, out: Path, progress: bool) -> dict[str, np.ndarray]:
-    """Write the chosen routing's top-K for ``flat``'s products (``_id``, top_idx, top_prob arrays);
-    return the top-1 of each routing."""
-    all_ids, all_idx, all_prob = flat
-    top1: dict[str, list[np.ndarray]] = {"flat": [], "soft": [], "hard": []}
+def _route_split(flat_file: Path, ids: np.ndarray | None, experts: list[ExpertOutput], split: str, n_classes: int,
+                 cfg: HierarchyConfig, out: Path, progress: bool) -> dict[str, np.ndarray]:
+    """Write the chosen routing's top-K for ``flat_file``'s products (only ``ids`` if given), a chunk
+    at a time; return ``_id`` and the top-1 of each routing (validation: the products evaluated)."""
+    top1: dict[str, list[np.ndarray]] = {"_id": [], "flat": [], "soft": [], "hard": []}
+    streams = [e.stream(split, cfg.chunk) for e in experts]
+    groups = [e.classes for e in experts]
     with pq.ParquetWriter(out, PRODUCT_SCHEMA) as w:
-        for b in tqdm(range(0, len(all_ids), cfg.chunk), desc=f"hierarchy {split}", unit="chunk",
-                      disable=not progress):
-            ids = all_ids[b : b + cfg.chunk]
-            dense = densify(all_idx[b : b + cfg.chunk], all_prob[b : b + cfg.chunk], n_classes)
-            soft, hard = route_chunk(dense, ids, experts, split)
-            for name, probs in (("flat", dense), ("soft", soft), ("hard", hard)):
-                top1[name].append(probs.argmax(axis=1))
-            idx, prob = topk(torch.from_numpy(soft if cfg.routing == "soft" else hard), cfg.top_k)
-            w.write_table(product_table(ids, idx, prob))
+        for chunk_ids, idx, prob in tqdm(iter_topk(flat_file, ids, batch_rows=cfg.chunk), desc=f"hierarchy {split}",
+                                         unit="chunk", disable=not progress):
+            dense = densify(idx, prob, n_classes)
+            soft, hard = route_chunk(dense, groups, [s.take(chunk_ids, n_classes) for s in streams])
+            if split == "val":
+                top1["_id"].append(chunk_ids)
+                for name, probs in (("flat", dense), ("soft", soft), ("hard", hard)):
+                    top1[name].append(probs.argmax(axis=1))
+            out_idx, out_prob = topk(torch.from_numpy(soft if cfg.routing == "soft" else hard), cfg.top_k)
+            w.write_table(product_table(chunk_ids, out_idx, out_prob))
+    for s in streams:
+        s.finish()
     return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in top1.items()}
 
 

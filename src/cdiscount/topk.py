@@ -125,17 +125,20 @@ def densify(top_idx, top_prob, n_classes: int) -> np.ndarray:
     return out / out.sum(axis=1, keepdims=True)
 
 
-def densify_columns(top_idx: np.ndarray, top_prob: np.ndarray, columns: np.ndarray, n_classes: int) -> np.ndarray:
+def densify_columns(top_idx: np.ndarray, top_prob: np.ndarray, columns: np.ndarray, n_classes: int,
+                    spread_over: int | None = None) -> np.ndarray:
     """[N, len(columns)] float64 probabilities of the chosen classes only, from [N, K] top-K rows
-    (-1 = padding): a class outside a row's top K gets the row's even share of the left-over mass.
-    Rows are not renormalised over ``columns``: the caller decides how (e.g. OCR fusion floors
-    then rescales). Memory is N x len(columns), never N x n_classes."""
+    (-1 = padding): a class outside a row's top K gets the row's even share of the left-over mass,
+    shared by ``spread_over`` classes (default ``n_classes``; a group expert's rows spread it over
+    its group). Rows are not renormalised over ``columns``: the caller decides how (e.g. OCR
+    fusion floors then rescales). Memory is N x len(columns), never N x n_classes."""
     columns = np.asarray(columns, dtype=np.int64)
     idx = np.asarray(top_idx, dtype=np.int64).reshape(len(top_idx), -1)
     prob = np.asarray(top_prob, dtype=np.float64).reshape(len(top_prob), -1)
     valid = idx >= 0
     prob = np.where(valid, prob, 0.0)
-    rest = np.clip(1.0 - prob.sum(axis=1), 0.0, None) / np.maximum(n_classes - valid.sum(axis=1), 1)
+    spread = n_classes if spread_over is None else spread_over
+    rest = np.clip(1.0 - prob.sum(axis=1), 0.0, None) / np.maximum(spread - valid.sum(axis=1), 1)
     col = np.full(n_classes, -1, dtype=np.int64)
     col[columns] = np.arange(len(columns))
     out = np.repeat(rest[:, None], len(columns), axis=1)
