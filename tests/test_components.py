@@ -51,3 +51,30 @@ def test_read_component_streams_the_wanted_products_in_the_asked_order(tmp_path)
     assert c.idx.tolist() == [[0, 2], [1, 2], [4, 1]] and np.allclose(c.prob[1], [0.5, 0.4])
     with pytest.raises(InputError, match=r"preds.parquet: component 'x': 1 products .* \[8\]"):
         read_component("x", path, np.array([5, 8]))
+
+
+def test_a_stream_hands_out_the_same_rows_as_reading_the_file_and_checks_the_order(tmp_path) -> None:
+    from cdiscount.components import ComponentStream
+    from cdiscount.errors import InputError
+    from cdiscount.topk import product_table, writer
+
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(10_000)[:100]
+    idx = np.stack([rng.permutation(30)[:5] for _ in ids])
+    prob = rng.random((100, 5)).astype(np.float32)
+    with writer(tmp_path / "c.parquet") as w:
+        for b in range(0, 100, 30):  # row groups that do not line up with the chunks below
+            w.write_table(product_table(ids[b : b + 30], idx[b : b + 30], prob[b : b + 30]))
+    whole = read_component("c", tmp_path / "c.parquet", ids)
+    stream = ComponentStream("c", tmp_path / "c.parquet", batch_rows=17)
+    parts = [stream.take(ids[b : b + 23]) for b in range(0, 100, 23)]
+    stream.finish()
+    assert np.array_equal(np.concatenate([p.idx for p in parts]), whole.idx)
+    assert np.array_equal(np.concatenate([p.prob for p in parts]), whole.prob)
+    swapped = ComponentStream("c", tmp_path / "c.parquet", batch_rows=17)
+    with pytest.raises(InputError, match=f"no row for product _id {ids[2]} where expected"):
+        swapped.take(ids[[0, 2, 1]])
+    short = ComponentStream("c", tmp_path / "c.parquet")
+    short.take(ids[:99])
+    with pytest.raises(InputError, match="rows left after the last product"):
+        short.finish()

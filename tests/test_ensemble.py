@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from cdiscount.components import Component
 from cdiscount.ensemble import _topk_unique, candidate_probs, fit_weights
@@ -64,3 +65,48 @@ def test_validation_votes_come_from_the_training_fold_only(tmp_path) -> None:
     assert votes["val"].label.to_dict() == {2: 10}  # 3 and 4 would vote for each other: leakage
     assert votes["test"].label.to_dict() == {}  # "a" spans categories 10 and 20 in train: a placeholder
     assert sorted(votes["test"].table["category_id"]) == []
+
+
+def _reference_fit(probs, cand, true, mean, step):
+    """The plain loop the batched fit replaced: every weight vector in grid order, one at a time."""
+    from cdiscount.components import combine, simplex_grid
+
+    logp, rows, is_true = np.log(probs), np.arange(len(cand)), cand == true[:, None]
+    best, best_w = (-1.0, np.inf), None
+    for w in simplex_grid(len(probs), step):
+        s = combine(logp, probs, w, mean)
+        acc = float((cand[rows, s.argmax(axis=1)] == true).mean())
+        norm = np.logaddexp.reduce(s.astype(np.float64), axis=1)
+        hit = np.where(is_true, s, -np.inf).max(axis=1)
+        loss = float(np.mean(norm - np.where(np.isfinite(hit), hit, norm - 30.0)))
+        if acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and loss < best[1] - 1e-9):
+            best, best_w = (acc, loss), w
+    return best_w, best[0]
+
+
+@pytest.mark.parametrize("mean", ["geometric", "arithmetic"])
+@pytest.mark.parametrize("n", [7, 300])
+def test_the_batched_grid_fit_picks_what_the_plain_loop_picks(mean: str, n: int) -> None:
+    rng = np.random.default_rng(n)
+    comps = []
+    for m in range(3):
+        idx = np.stack([rng.permutation(12)[:4] for _ in range(n)])
+        comps.append(Component(f"c{m}", idx, np.sort(rng.dirichlet(np.ones(4), n), axis=1)[:, ::-1] * 0.8))
+    true = np.where(rng.random(n) < 0.6, comps[0].idx[:, 0], comps[1].idx[:, 0])
+    cand, probs = candidate_probs(comps, 12)
+    want_w, want_acc = _reference_fit(probs, cand, true, mean, 0.1)
+    got_w, got_acc = fit_weights(probs, cand, true, mean, 0.1, batch=5)  # batches that split the grid unevenly
+    assert got_acc == pytest.approx(want_acc) and np.allclose(got_w, want_w)
+
+
+def test_lookup_by_sorted_keys_equals_the_pairwise_comparison() -> None:
+    rng = np.random.default_rng(3)
+    idx = np.stack([rng.permutation(50)[:6] for _ in range(40)])
+    idx[::5, 3:] = -1  # padded rows
+    prob = np.where(idx >= 0, rng.random(idx.shape) / 6, 0).astype(np.float32)
+    comp = Component("c", idx, prob)
+    cand = rng.integers(0, 50, (40, 15))
+    cand[:, :3] = idx[:, :3]
+    hit = (cand[:, :, None] == idx[:, None, :]) & (idx >= 0)[:, None, :]
+    want = np.where(hit.any(axis=2), np.where(hit, prob[:, None, :], 0).sum(axis=2), comp.floor(50)[:, None])
+    assert np.allclose(comp.lookup(cand, 50), want)

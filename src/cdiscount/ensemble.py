@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json
 from .errors import InputError
-from .components import Component, candidates, combine, read_component, simplex_grid
+from .components import Component, ComponentStream, candidates, combine, read_component, simplex_grid
 from .lookup import Votes, product_votes, vote_component
 from .params import Section
 from .topk import PRODUCT_SCHEMA, product_table
@@ -81,23 +82,48 @@ def candidate_probs(comps: list[Component], n_classes: int) -> tuple[np.ndarray,
     return cand, np.stack([c.lookup(cand, n_classes) for c in comps])
 
 
-def fit_weights(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str, step: float
-                ) -> tuple[np.ndarray, float]:
+def fit_weights(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str, step: float,
+                batch: int = 8) -> tuple[np.ndarray, float]:
     """Grid weights with the best top-1 accuracy; ties go to the lowest log-loss of the true class
-    (so a component that only repeats another's ranking, or is uniform, does not win a tie)."""
-    logp = np.log(probs)
-    rows = np.arange(len(cand))
+    (so a component that only repeats another's ranking, or is uniform, does not win a tie), then
+    to the first in grid order.
+
+    The grid is scored ``batch`` weight vectors at a time with one matrix product ([g, M] x
+    [M, N x U]) instead of a Python loop of weighted sums, and the log-loss is computed only for the
+    vectors tied at the best accuracy: at 50,000 products and five components (1,001 vectors) the
+    fit takes seconds, not minutes.
+    """
+    grid = simplex_grid(len(probs), step)
+    m, n, u = probs.shape
+    if n == 0:
+        return grid[0], 0.0
+    source = (np.log(probs) if mean == "geometric" else probs).reshape(m, -1).astype(np.float32)
+    acc = np.empty(len(grid))
+    for b in range(0, len(grid), batch):
+        s = _grid_scores(grid[b : b + batch], source, mean).reshape(-1, n, u)
+        pick = np.take_along_axis(np.broadcast_to(cand, s.shape), s.argmax(axis=2)[..., None], axis=2)[..., 0]
+        acc[b : b + batch] = (pick == true).mean(axis=1)
+    tied = np.flatnonzero(np.abs(acc - acc.max()) <= 1e-12)
     is_true = cand == true[:, None]
-    best, best_w = (-1.0, np.inf), None
-    for w in simplex_grid(len(probs), step):
-        s = combine(logp, probs, w, mean)
-        acc = float((cand[rows, s.argmax(axis=1)] == true).mean()) if len(true) else 0.0
-        norm = np.logaddexp.reduce(s, axis=1)
-        hit = np.where(is_true, s, -np.inf).max(axis=1)
-        loss = float(np.mean(norm - np.where(np.isfinite(hit), hit, norm - 30.0))) if len(true) else 0.0
-        if acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and loss < best[1] - 1e-9):
-            best, best_w = (acc, loss), w
-    return best_w, best[0]
+    loss = np.empty(len(tied))
+    for b in range(0, len(tied), batch):
+        s = _grid_scores(grid[tied[b : b + batch]], source, mean).reshape(-1, n, u).astype(np.float64)
+        top = s.max(axis=2, keepdims=True)
+        norm = (top + np.log(np.exp(s - top).sum(axis=2, keepdims=True)))[..., 0]
+        hit = np.where(is_true, s, -np.inf).max(axis=2)
+        loss[b : b + batch] = np.mean(norm - np.where(np.isfinite(hit), hit, norm - 30.0), axis=1)
+    chosen, best = tied[0], loss[0]
+    for t, value in zip(tied[1:], loss[1:]):  # the first of the lowest losses (1e-9 tolerance), in grid order
+        if value < best - 1e-9:
+            chosen, best = t, value
+    return grid[chosen], float(acc[chosen])
+
+
+def _grid_scores(weights: np.ndarray, source: np.ndarray, mean: str) -> np.ndarray:
+    """[g, N x U] scores of ``g`` weight vectors over [M, N x U] log-probabilities (geometric)
+    or probabilities (arithmetic): :func:`combine` for many weight vectors at once."""
+    mixed = weights.astype(np.float32) @ source
+    return mixed if mean == "geometric" else np.log(np.maximum(mixed, 1e-12))
 
 
 def _subset(comps: list[Component], rows: np.ndarray) -> list[Component]:
@@ -120,25 +146,25 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     ids = {"val": val["_id"].to_numpy(),
            "test": pd.read_parquet(test_products, columns=["_id"])["_id"].to_numpy()}
     true = val["category_id"].map(idx_of).to_numpy()
-    comps: dict[str, list[Component]] = {"val": [], "test": []}
+    comps: list[Component] = []  # validation: held whole (the weights are fitted on it)
+    streams: list[ComponentStream] = []  # test: read in step, a chunk at a time
     for name in cfg.components:
         where = component_paths(preds, name)
         if not all(p.exists() for p in where.values()):
             log.info("component %s: no predictions at %s, left out", name, where["val"].parent)
             continue
-        for s in ("val", "test"):
-            comps[s].append(read_component(name, where[s], ids[s]))
-    if not comps["val"]:
+        comps.append(read_component(name, where["val"], ids["val"]))
+        streams.append(ComponentStream(name, where["test"], batch_rows=cfg.chunk))
+    if not comps:
         raise InputError(preds, f"none of the ensemble.components {cfg.components} has predictions here")
     votes = _votes(cfg, val, dedup)
     if cfg.dedup_blend:
-        for s in ("val", "test"):
-            comps[s].append(vote_component(votes[s], ids[s], idx_of, cfg.vote_smoothing))
-    names = [c.name for c in comps["val"]]
+        comps.append(vote_component(votes["val"], ids["val"], idx_of, cfg.vote_smoothing))
+    names = [c.name for c in comps]
 
     rng = np.random.default_rng(cfg.seed)
     fit_rows = np.sort(rng.permutation(len(true))[: cfg.fit_products])
-    cand, probs = candidate_probs(_subset(comps["val"], fit_rows), n_classes)
+    cand, probs = candidate_probs(_subset(comps, fit_rows), n_classes)
     weights, _ = fit_weights(probs, cand, true[fit_rows], cfg.mean, cfg.weight_step)
     cv = _cross_fitted(probs, cand, true[fit_rows], cfg, rng)
     log.info("ensemble weights: %s", {n: round(float(w), 3) for n, w in zip(names, weights)})
@@ -146,9 +172,18 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     no_dedup = np.zeros_like(weights)
     no_dedup[models_only] = fit_weights(probs[models_only], cand, true[fit_rows], cfg.mean, cfg.weight_step)[0]
 
+    def test_chunks() -> Iterator[list[Component]]:
+        for b in range(0, len(ids["test"]), cfg.chunk):
+            chunk = ids["test"][b : b + cfg.chunk]
+            yield [s.take(chunk) for s in streams] + (
+                [vote_component(votes["test"], chunk, idx_of, cfg.vote_smoothing)] if cfg.dedup_blend else [])
+        for s in streams:
+            s.finish()
+
     with atomic_dir(out_dir) as tmp:
-        val_top1 = _apply(comps["val"], weights, cfg, n_classes, ids["val"], tmp / "val_products.parquet", progress)
-        test_top1 = _apply(comps["test"], weights, cfg, n_classes, ids["test"], tmp / "test_products.parquet",
+        val_top1 = _apply(_slices(comps, cfg.chunk), weights, cfg, n_classes, ids["val"],
+                          tmp / "val_products.parquet", progress)
+        test_top1 = _apply(test_chunks(), weights, cfg, n_classes, ids["test"], tmp / "test_products.parquet",
                            progress)
         test_labels, test_source = _override(cat_of[test_top1], ids["test"], votes["test"], cfg.override)
         pq.write_table(pa.table({"_id": ids["test"], "category_id": test_labels, "source": test_source},
@@ -156,9 +191,12 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     val_labels, val_source = _override(cat_of[val_top1], ids["val"], votes["val"], cfg.override)
     truth = val["category_id"].to_numpy()
     plain = np.zeros(len(true), dtype=np.int64)
-    for rows, cand, s in _chunks(comps["val"], no_dedup, cfg, n_classes):
-        plain[rows] = cand[np.arange(len(rows)), s.argmax(axis=1)]
-    per_comp = {c.name: float((c.idx[:, 0] == true).mean()) for c in comps["val"]}
+    at = 0
+    for part in _slices(comps, cfg.chunk):
+        cand, s = _scores(part, no_dedup, cfg.mean, n_classes)
+        plain[at : at + len(cand)] = cand[np.arange(len(cand)), s.argmax(axis=1)]
+        at += len(cand)
+    per_comp = {c.name: float((c.idx[:, 0] == true).mean()) for c in comps}
     overridden = val_source == "override"
     metrics = {
         "products": int(len(true)),
@@ -197,23 +235,27 @@ def _cross_fitted(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, cfg: En
     return correct / max(len(true), 1)
 
 
-def _chunks(comps: list[Component], weights: np.ndarray, cfg: EnsembleConfig, n_classes: int, desc: str = ""):
-    """``(rows, candidates, scores)`` of the weighted mix, ``cfg.chunk`` products at a time."""
-    n = len(comps[0].idx)
-    for b in tqdm(range(0, n, cfg.chunk), desc=desc, unit="chunk", disable=not desc):
-        rows = np.arange(b, min(b + cfg.chunk, n))
-        yield rows, *_scores(_subset(comps, rows), weights, cfg.mean, n_classes)
+def _slices(comps: list[Component], chunk: int) -> Iterator[list[Component]]:
+    """In-memory components, ``chunk`` products at a time."""
+    for b in range(0, len(comps[0].idx), chunk):
+        yield _subset(comps, np.arange(b, min(b + chunk, len(comps[0].idx))))
 
 
-def _apply(comps: list[Component], weights: np.ndarray, cfg: EnsembleConfig, n_classes: int, ids: np.ndarray,
-           out: Path, progress: bool) -> np.ndarray:
-    """Top-K of the weighted mix, chunk by chunk, into ``out``; returns the top-1 class per product."""
+def _apply(chunks: Iterator[list[Component]], weights: np.ndarray, cfg: EnsembleConfig, n_classes: int,
+           ids: np.ndarray, out: Path, progress: bool) -> np.ndarray:
+    """Top-K of the weighted mix of each chunk of components (products in ``ids`` order) into
+    ``out``; returns the top-1 class per product."""
     top1 = np.zeros(len(ids), dtype=np.int64)
+    at = 0
     with pq.ParquetWriter(out, PRODUCT_SCHEMA) as w:
-        for rows, cand, s in _chunks(comps, weights, cfg, n_classes, f"ensemble {out.stem}" if progress else ""):
+        for part in tqdm(chunks, desc=f"ensemble {out.stem}", unit="chunk", total=-(-len(ids) // cfg.chunk),
+                         disable=not progress):
+            cand, s = _scores(part, weights, cfg.mean, n_classes)
             top_idx, top_prob = _topk_unique(cand, s, cfg.top_k)
+            rows = slice(at, at + len(cand))
             top1[rows] = top_idx[:, 0]
             w.write_table(product_table(ids[rows], top_idx, top_prob))
+            at += len(cand)
     return top1
 
 
