@@ -152,7 +152,9 @@ class ProductAggregator:
     """Streams image log-probabilities, grouped by consecutive product ``_id``, into product scores.
 
     Images of a product are contiguous in every index this pipeline writes, so one running sum
-    per product is all the memory needed.
+    per product is all the memory needed. A batch is reduced with one ``index_add_`` over its runs
+    of equal ids (no Python loop per picture: at 15.5 M pictures that loop was minutes of GPU
+    idle time); the last run may continue in the next batch, so it is carried over.
     """
 
     def __init__(self, k: int) -> None:
@@ -163,23 +165,39 @@ class ProductAggregator:
 
     def add(self, ids: np.ndarray, logp: torch.Tensor) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Feed a batch; yields ``(_id, top_idx, top_prob)`` for each product completed by it."""
-        for pid, row in zip(ids.tolist(), logp.float()):
-            if pid != self._id and self._id is not None:
-                yield self._emit()
-            if pid != self._id:
-                self._id, self._sum, self._n = pid, row.clone(), 1
-            else:
-                self._sum += row
-                self._n += 1
+        import torch
+
+        ids = np.asarray(ids)
+        if not len(ids):
+            return
+        logp = logp.float()
+        start = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+        run_ids = ids[start]
+        counts = np.diff(np.r_[start, len(ids)])
+        seg = torch.from_numpy(np.repeat(np.arange(len(start)), counts))
+        rows = logp
+        if self._id is not None and run_ids[0] == self._id:  # the carried product goes on: its sum first
+            seg, rows = torch.cat([torch.zeros(1, dtype=seg.dtype), seg]), torch.cat([self._sum[None], logp])
+            counts = counts.copy()
+            counts[0] += self._n
+        elif self._id is not None:
+            yield from self.flush()
+        sums = torch.zeros(len(start), logp.shape[1], dtype=logp.dtype).index_add_(0, seg, rows)
+        yield from self._emit(run_ids[:-1], sums[:-1], counts[:-1])
+        self._id, self._sum, self._n = int(run_ids[-1]), sums[-1].clone(), int(counts[-1])
 
     def flush(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         if self._id is not None:
-            yield self._emit()
+            yield from self._emit(np.array([self._id]), self._sum[None], np.array([self._n]))
             self._id = None
 
-    def _emit(self) -> tuple[int, np.ndarray, np.ndarray]:
+    def _emit(self, ids: np.ndarray, sums: torch.Tensor, counts: np.ndarray
+              ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         import torch
 
-        probs = torch.softmax(self._sum / self._n, dim=0)[None]
+        if not len(ids):
+            return
+        probs = torch.softmax(sums / torch.from_numpy(counts.astype(np.float32))[:, None], dim=1)
         idx, prob = topk(probs, self.k)
-        return self._id, idx[0], prob[0]
+        for pid, i, p in zip(ids.tolist(), idx, prob):
+            yield pid, i, p
