@@ -37,6 +37,7 @@ test: setup
 bench: setup
 	python bench/decode.py
 	python bench/train.py
+	python bench/ensemble.py
 
 ## report: offline report of the current run: reports/report.md + self-contained reports/report.html.
 report: setup

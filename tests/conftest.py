@@ -29,6 +29,16 @@ def load_stage(name: str):
     return mod
 
 
+def bench_module(name: str):
+    """The module of ``bench/<name>.py`` (its inputs, its reference implementations)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def run_stage(name: str, *args: str) -> int:
     """Run ``stages/<name>.py`` in this process, in the current directory, as DVC would (no bars)."""
     from cdiscount.runner import run_stage as runner

@@ -1,17 +1,12 @@
 """The benchmarks' synthetic inputs pass the checks the stages apply (a bench that crashes measures nothing)."""
-import importlib.util
 
 import numpy as np
 
 from cdiscount.bson_io import jpeg_problem
-from conftest import REPO
+from conftest import bench_module
 
 
-def _bench(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+_bench = bench_module
 
 
 def test_decode_bench_pictures_are_whole_jpegs_to_decode() -> None:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from cdiscount.components import Component
+from conftest import bench_module
 from cdiscount.ensemble import _topk_unique, candidate_probs, fit_weights
 
 
@@ -67,23 +68,6 @@ def test_validation_votes_come_from_the_training_fold_only(tmp_path) -> None:
     assert sorted(votes["test"].table["category_id"]) == []
 
 
-def _reference_fit(probs, cand, true, mean, step):
-    """The plain loop the batched fit replaced: every weight vector in grid order, one at a time."""
-    from cdiscount.components import combine, simplex_grid
-
-    logp, rows, is_true = np.log(probs), np.arange(len(cand)), cand == true[:, None]
-    best, best_w = (-1.0, np.inf), None
-    for w in simplex_grid(len(probs), step):
-        s = combine(logp, probs, w, mean)
-        acc = float((cand[rows, s.argmax(axis=1)] == true).mean())
-        norm = np.logaddexp.reduce(s.astype(np.float64), axis=1)
-        hit = np.where(is_true, s, -np.inf).max(axis=1)
-        loss = float(np.mean(norm - np.where(np.isfinite(hit), hit, norm - 30.0)))
-        if acc > best[0] + 1e-12 or (abs(acc - best[0]) <= 1e-12 and loss < best[1] - 1e-9):
-            best, best_w = (acc, loss), w
-    return best_w, best[0]
-
-
 @pytest.mark.parametrize("mean", ["geometric", "arithmetic"])
 @pytest.mark.parametrize("n", [7, 300])
 def test_the_batched_grid_fit_picks_what_the_plain_loop_picks(mean: str, n: int) -> None:
@@ -94,7 +78,7 @@ def test_the_batched_grid_fit_picks_what_the_plain_loop_picks(mean: str, n: int)
         comps.append(Component(f"c{m}", idx, np.sort(rng.dirichlet(np.ones(4), n), axis=1)[:, ::-1] * 0.8))
     true = np.where(rng.random(n) < 0.6, comps[0].idx[:, 0], comps[1].idx[:, 0])
     cand, probs = candidate_probs(comps, 12)
-    want_w, want_acc = _reference_fit(probs, cand, true, mean, 0.1)
+    want_w, want_acc = bench_module("ensemble").plain_fit(probs, cand, true, mean, 0.1)
     got_w, got_acc = fit_weights(probs, cand, true, mean, 0.1, batch=5)  # batches that split the grid unevenly
     assert got_acc == pytest.approx(want_acc) and np.allclose(got_w, want_w)
 
@@ -107,6 +91,4 @@ def test_lookup_by_sorted_keys_equals_the_pairwise_comparison() -> None:
     comp = Component("c", idx, prob)
     cand = rng.integers(0, 50, (40, 15))
     cand[:, :3] = idx[:, :3]
-    hit = (cand[:, :, None] == idx[:, None, :]) & (idx >= 0)[:, None, :]
-    want = np.where(hit.any(axis=2), np.where(hit, prob[:, None, :], 0).sum(axis=2), comp.floor(50)[:, None])
-    assert np.allclose(comp.lookup(cand, 50), want)
+    assert np.allclose(comp.lookup(cand, 50), bench_module("ensemble").pairwise_lookup(comp, cand, 50))
