@@ -18,7 +18,6 @@ TEST_PRODUCTS = Path("data/interim/test_products.parquet")
 SPLIT = Path("data/processed/split.parquet")
 DEDUP = Path("data/processed/dedup")
 PREDS = Path("data/preds")
-BACKBONES = Path("data/preds/backbone")  # <name>/ for each backbone entry
 OUT = Path("data/preds/ensemble")
 METRICS = Path("metrics/ensemble.json")
 

@@ -1,6 +1,7 @@
 """Stage ``groups``: which sets of categories get a specific classifier (report 001 bands or report 000 sets).
 
-Reads   data/interim/taxonomy.parquet, data/processed/split.parquet, data/preds/backbone/<primary>/train_products.parquet
+Reads   data/interim/taxonomy.parquet, data/processed/split.parquet,
+        data/preds/backbone/<primary>/train_products.parquet
 Writes  data/processed/groups.json (group -> category ids), metrics/groups.json, metrics/groups.csv
 Params  groups, backbones.primary (whose predictions)
 """

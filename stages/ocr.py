@@ -22,8 +22,8 @@ METRICS = Path("metrics/ocr.json")
 
 def main(args) -> None:
     cfg = load_config(OcrConfig, args.params)
-    run_ocr(cfg, interim=INTERIM, flat=FLAT / primary_name(args.params), cache=OCR_DIR / "text.parquet", metrics_path=METRICS,
-            progress=args.progress)
+    run_ocr(cfg, interim=INTERIM, flat=FLAT / primary_name(args.params), cache=OCR_DIR / "text.parquet",
+            metrics_path=METRICS, progress=args.progress)
 
 
 if __name__ == "__main__":

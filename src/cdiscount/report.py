@@ -162,7 +162,8 @@ def _load_metrics(metrics: Path) -> dict[str, dict[str, Any]]:
 def _headline(doc: Doc, flat: dict[str, dict[str, Any]], metrics: Path) -> None:
     doc.heading("Product accuracy per component (validation)")
     rows = [[f"backbone: {f.removeprefix('backbone/').removesuffix('.json')}", v["product_accuracy"],
-             f"{f}: product_accuracy"] for f, v in flat.items() if f.startswith("backbone/") and "product_accuracy" in v]
+             f"{f}: product_accuracy"]
+            for f, v in flat.items() if f.startswith("backbone/") and "product_accuracy" in v]
     for label, candidates in HEADLINE.items():
         hit = next(((f, k) for f, k in candidates if k in flat.get(f, {})), None)
         if hit:
@@ -211,7 +212,8 @@ def _level1_spans(df: pd.DataFrame) -> list[tuple[str, int, int]]:
 
 def _per_category(doc: Doc, metrics: Path, backbone: str) -> None:
     doc.heading(f"Per-category accuracy (backbone {backbone})")
-    df = _read_csv(doc, metrics / "backbone" / f"{backbone}_per_category.csv", ["idx", "level1", "products", "accuracy"])
+    df = _read_csv(doc, metrics / "backbone" / f"{backbone}_per_category.csv",
+                   ["idx", "level1", "products", "accuracy"])
     if df is not None:
         df = df.sort_values("idx").reset_index(drop=True)
         level1 = list(dict.fromkeys(df["level1"]))
