@@ -9,7 +9,7 @@ def test_each_expert_stage_reads_every_common_specific_param_and_only_its_own_sl
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["specific"]["do"]
     declared = set(stage["params"])
     common = {f"specific.{k}" for k in params if k != "per_slot"}
-    assert declared == common | {"specific.per_slot.${item}"}
+    assert declared == common | {"specific.per_slot.${item}", "backbones.primary"}
     assert set(params["per_slot"]) == set(params["slots"])  # every slot has its (possibly empty) overrides
 
 
@@ -20,6 +20,10 @@ def test_every_stage_declares_the_params_sections_its_script_reads() -> None:
         body = body.get("do", body)
         script = (REPO / body["cmd"].split()[1]).read_text()
         sections = {p.split(".")[0] for p in body.get("params", [])}
+        if "primary_name(" in script:
+            assert "backbones.primary" in body["params"], name
+        if "entry_names(" in script or "entry_configs(" in script:
+            assert {"backbones.entries", "backbones.entries.${key}"} & set(body["params"]), name
         for cls_section in ("DataConfig", "DecodeConfig", "DedupConfig", "SplitConfig", "TrainConfig",
                             "PredictConfig", "BaselineConfig", "GroupsConfig", "FusionConfig", "HierarchyConfig",
                             "EnsembleConfig", "OcrConfig", "OcrClassifierConfig", "SampleConfig"):

@@ -92,3 +92,72 @@ def test_lookup_by_sorted_keys_equals_the_pairwise_comparison() -> None:
     cand = rng.integers(0, 50, (40, 15))
     cand[:, :3] = idx[:, :3]
     assert np.allclose(comp.lookup(cand, 50), bench_module("ensemble").pairwise_lookup(comp, cand, 50))
+
+
+def test_the_backbone_component_stands_for_every_backbone_entry() -> None:
+    import pytest
+
+    from cdiscount.ensemble import component_paths, expand_components
+    from cdiscount.errors import ConfigError
+
+    assert expand_components(["backbone", "fusion"], ["main", "s96"]) == ["backbone/main", "backbone/s96", "fusion"]
+    assert expand_components(["backbone/s96", "ocr"], ["main", "s96"]) == ["backbone/s96", "ocr"]
+    assert expand_components(["backbone", "backbone/main"], ["main"]) == ["backbone/main"]
+    assert expand_components(["fusion"], ["main"]) == ["fusion"]  # a backbone left out of the mix on purpose
+    with pytest.raises(ConfigError, match="'backbone/old' is not a backbone entry"):
+        expand_components(["backbone/old"], ["main"])
+    from pathlib import Path
+
+    assert component_paths(Path("p"), "backbone/s96")["val"] == Path("p/backbone/s96/train_products.parquet")
+
+
+def _write_topk(path, ids, top, n_classes=6):
+    import numpy as np
+
+    from cdiscount.topk import product_table
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    idx = np.stack([top, (top + 1) % n_classes], 1).astype(np.int16)
+    pq.write_table(product_table(ids, idx, np.tile([[0.7, 0.2]], (len(ids), 1)).astype(np.float32)), path)
+
+
+def test_two_backbones_are_two_weighted_components_and_a_removed_one_is_left_out(tmp_path, caplog) -> None:
+    """Each backbone entry is a component with its weight; a folder of a removed entry is not read."""
+    import json
+
+    import pandas as pd
+
+    from cdiscount.ensemble import EnsembleConfig, run_ensemble
+    from conftest import config
+
+    rng = np.random.default_rng(3)
+    n, n_classes = 200, 6
+    tax = pd.DataFrame({"category_id": np.arange(100, 100 + n_classes), "idx": np.arange(n_classes)})
+    tax.to_parquet(tmp_path / "taxonomy.parquet")
+    true = rng.integers(0, n_classes, n)
+    pd.DataFrame({"_id": np.arange(n), "category_id": true + 100, "fold": "val"}).to_parquet(tmp_path / "split.parquet")
+    pd.DataFrame({"_id": np.arange(1000, 1010)}).to_parquet(tmp_path / "test.parquet")
+    (tmp_path / "dedup").mkdir()
+    pd.DataFrame({"split": pd.Series(dtype=str), "_id": pd.Series(dtype="int64"), "md5": pd.Series(dtype=str),
+                  "category_id": pd.Series(dtype="int64")}).to_parquet(tmp_path / "dedup/duplicates.parquet")
+    pd.DataFrame({"md5": pd.Series(dtype=str), "is_blank": pd.Series(dtype=bool)}).to_parquet(
+        tmp_path / "dedup/hashes.parquet")
+    preds = tmp_path / "preds"
+    for name, acc in (("main", 0.6), ("s96", 0.55), ("old", 0.9)):
+        right = rng.random(n) < acc
+        top = np.where(right, true, (true + 1 + rng.integers(0, n_classes - 1, n)) % n_classes)
+        _write_topk(preds / "backbone" / name / "train_products.parquet", np.arange(n), top)
+        _write_topk(preds / "backbone" / name / "test_products.parquet", np.arange(1000, 1010),
+                    rng.integers(0, n_classes, 10))
+    cfg = config(EnsembleConfig, components=["backbone", "fusion"], dedup_blend=False, override=False)
+    kw = dict(taxonomy=tmp_path / "taxonomy.parquet", test_products=tmp_path / "test.parquet",
+              split_path=tmp_path / "split.parquet", dedup=tmp_path / "dedup", preds=preds, progress=False)
+    m = run_ensemble(cfg, out_dir=tmp_path / "out", metrics_path=tmp_path / "m.json", backbones=["main", "s96"], **kw)
+    assert set(m["weights"]) == set(m["components"]) == {"backbone/main", "backbone/s96"}  # no fusion here
+    assert m["fitted_product_accuracy"] >= m["fitted_best_component_accuracy"] == max(m["components"].values())
+    assert 0 < m["product_accuracy_cross_fitted"] <= 1
+    assert json.loads((tmp_path / "m.json").read_text())["weights"] == m["weights"]
+    assert "['old'] are not in backbones.entries" in caplog.text
+    one = run_ensemble(cfg, out_dir=tmp_path / "out", metrics_path=tmp_path / "m.json", backbones=["main"], **kw)
+    assert set(one["components"]) == {"backbone/main"}

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cdiscount.backbone import PredictConfig
+from cdiscount.backbone import PredictConfig, entry_configs
+from cdiscount.backbones import BackbonesConfig
 from cdiscount.baseline import BaselineConfig
 from cdiscount.decode import DecodeConfig
 from cdiscount.raw_data import DataConfig
@@ -26,7 +27,7 @@ from conftest import PARAMS, REPO, run_stage
 
 SECTIONS: list[type[Section]] = [DataConfig, SampleConfig, DecodeConfig, DedupConfig, SplitConfig, TrainConfig,
                                  PredictConfig, BaselineConfig, GroupsConfig, FusionConfig, HierarchyConfig,
-                                 EnsembleConfig, OcrConfig, OcrClassifierConfig]
+                                 EnsembleConfig, OcrConfig, OcrClassifierConfig, BackbonesConfig]
 
 
 def check_every_section(params: dict) -> None:
@@ -35,6 +36,8 @@ def check_every_section(params: dict) -> None:
         load_config(cls, params)
     for slot in params["specific"]["slots"]:
         slot_config(params, slot)
+    for name in params["backbones"]["entries"]:
+        entry_configs(params, name)
 
 
 def test_params_yaml_has_a_strict_config_for_every_section_and_every_one_loads() -> None:

@@ -72,29 +72,31 @@ def _changed(repo: Path) -> set[str]:
 
 def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -> None:
     log = _dvc(repo_copy, "repro")
-    assert _ran(log)[:5] == ["sample", "decode", "dedup", "split", "train_backbone"]
-    assert set(_ran(log)) == {"sample", "decode", "dedup", "split", "train_backbone", "baseline", "groups",
+    assert _ran(log)[:5] == ["sample", "decode", "dedup", "split", "train_backbone@main"]
+    assert set(_ran(log)) == {"sample", "decode", "dedup", "split", "train_backbone@main", "baseline", "groups",
                               "specific@g0", "specific@g1", "specific@g2", "fusion", "hierarchy", "ocr",
                               "ocr_classifier", "ensemble", "submission"}
     assert _ran(log)[-2:] == ["ensemble", "submission"]
     metrics = {n: json.loads((repo_copy / f"metrics/{n}.json").read_text())
-               for n in ("backbone", "hierarchy", "fusion", "ocr_classifier", "ensemble", "baseline")}
+               for n in ("backbone/main", "hierarchy", "fusion", "ocr_classifier", "ensemble", "baseline")}
+    metrics["backbone"] = metrics.pop("backbone/main")
     # Cross-stage identities: the stages after the backbone measure its predictions the same way.
     assert metrics["hierarchy"]["flat_product_accuracy"] == metrics["backbone"]["product_accuracy"]
     assert metrics["fusion"]["mean_of_pictures_product_accuracy"] == metrics["backbone"]["product_accuracy"]
     assert metrics["hierarchy"]["fusion_product_accuracy"] == metrics["fusion"]["fusion_product_accuracy"]
-    assert metrics["ensemble"]["components"]["backbone"] == metrics["backbone"]["product_accuracy"]
+    assert metrics["ensemble"]["components"]["backbone/main"] == metrics["backbone"]["product_accuracy"]
     assert metrics["ensemble"]["components"]["hierarchy"] == metrics["hierarchy"]["hierarchical_product_accuracy"]
     assert metrics["ensemble"]["products"] == metrics["backbone"]["products"] == metrics["hierarchy"]["products"]
     assert metrics["ocr_classifier"]["val_products"] > 0 and "ocr" in metrics["ensemble"]["components"]
     assert metrics["ensemble"]["product_accuracy_before_override"] >= max(metrics["ensemble"]["components"].values())
+    assert metrics["ensemble"]["fitted_product_accuracy"] >= metrics["ensemble"]["fitted_best_component_accuracy"]
     assert "product_accuracy" in metrics["baseline"]
     sub = pd.read_csv(repo_copy / "submissions/submission.csv")
     test_ids = pd.read_parquet(repo_copy / "data/interim/test_products.parquet")["_id"]
     assert list(sub.columns) == ["_id", "category_id"] and sub["_id"].tolist() == test_ids.tolist()
     split = pd.read_parquet(repo_copy / "data/processed/split.parquet")
     assert len(split) == TINY.train_products and set(split["fold"]) == {"train", "val"}
-    test_preds = pd.read_parquet(repo_copy / "data/preds/backbone/test_products.parquet")
+    test_preds = pd.read_parquet(repo_copy / "data/preds/backbone/main/test_products.parquet")
     assert len(test_preds) == TINY.test_products and len(test_preds["top_idx"].iloc[0]) == 20
 
     assert "Data and pipelines are up to date" in _dvc(repo_copy, "repro")
@@ -109,10 +111,29 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     _set(repo_copy, {"specific.per_slot.g1": {}, "split.seed": 7})
     assert _changed(repo_copy) == {"split"}
     _set(repo_copy, {"split.seed": 0, "predict.top_k": 5})
-    assert _changed(repo_copy) == {"train_backbone"}
-    log = _dvc(repo_copy, "repro", "train_backbone")  # inference only: the finished training is resumed
-    assert _ran(log) == ["train_backbone"] and "(epoch 2 of 2 done)" in log
-    assert len(pd.read_parquet(repo_copy / "data/preds/backbone/test_products.parquet")["top_idx"].iloc[0]) == 5
+    assert _changed(repo_copy) == {"train_backbone@main"}
+    log = _dvc(repo_copy, "repro", "train_backbone@main")  # inference only: the finished training is resumed
+    assert _ran(log) == ["train_backbone@main"] and "(epoch 2 of 2 done)" in log
+    assert len(pd.read_parquet(repo_copy / "data/preds/backbone/main/test_products.parquet")["top_idx"].iloc[0]) == 5
+    _set(repo_copy, {"predict.top_k": 20})
+    _dvc(repo_copy, "repro")
+
+    # A second backbone is one entry: it trains, the ensemble weighs it, nothing else re-runs.
+    _set(repo_copy, {"backbones.entries.b2": {"train": {"seed": 1}, "predict": {"features": False}}})
+    assert _changed(repo_copy) == {"train_backbone@b2", "ensemble"}
+    ran = _ran(_dvc(repo_copy, "repro"))
+    assert ran[:2] == ["train_backbone@b2", "ensemble"] and set(ran) <= {"train_backbone@b2", "ensemble", "submission"}
+    ens = json.loads((repo_copy / "metrics/ensemble.json").read_text())
+    assert {"backbone/main", "backbone/b2"} <= set(ens["components"]) and "backbone/b2" in ens["weights"]
+    assert ens["fitted_product_accuracy"] >= ens["fitted_best_component_accuracy"]
+    assert [p.name for p in (repo_copy / "data/features/b2").iterdir()] == ["NO_FEATURES.txt"]
+    assert (repo_copy / "metrics/backbone/b2.json").exists() and (repo_copy / "models/backbone/b2.pt").exists()
+    # Removing it removes its component (its folders stay on disk, left out and named in the log).
+    _set(repo_copy, {"backbones.entries": {"main": {}}})
+    assert _changed(repo_copy) == {"ensemble"}
+    log = _dvc(repo_copy, "repro", "ensemble")
+    assert "backbone/b2" not in json.loads((repo_copy / "metrics/ensemble.json").read_text())["components"]
+    assert "['b2'] are not in backbones.entries" in log
 
 
 def test_real_kaggle_folder_runs_end_to_end_with_only_raw_dir_changed(repo_copy: Path, kaggle_dir: Path,

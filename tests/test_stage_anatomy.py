@@ -80,7 +80,8 @@ def test_stage_script_declares_the_paths_dvc_yaml_lists(name: str) -> None:
     and every constant is such a path or a folder holding some: running the script by hand
     reads and writes what DVC tracks."""
     constants = {v.as_posix() for v in vars(_stage_module(name)).values() if isinstance(v, Path)}
-    listed = {p.replace("${item}", "").rstrip("/") for p in _data_paths(_body(name))}
+    listed = {p.replace("${item}", "").replace("${key}", "").replace("${backbones.primary}", "").rstrip("/")
+              for p in _data_paths(_body(name))}  # a foreach item / backbone name: a file or folder in a constant
 
     def covered(p: str, by: set[str]) -> bool:
         return any(p == c or p.startswith(c + "/") for c in by)

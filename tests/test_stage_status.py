@@ -74,6 +74,14 @@ def _code_changed(repo: Path) -> dict[str, set[str]]:
     return changed
 
 
+def _foreach(body: dict, params: dict) -> list[str]:
+    """The names of a foreach stage's instances (``specific.slots``, ``backbones.entries``)."""
+    node = params
+    for key in body["foreach"].strip("${}").split("."):
+        node = node[key]
+    return list(node)
+
+
 def _importers(repo: Path, module: str) -> set[str]:
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -81,7 +89,7 @@ def _importers(repo: Path, module: str) -> set[str]:
     for name, body in stages.items():
         script = repo / body.get("do", body)["cmd"].split()[1]
         if (repo / module).resolve() in {p.resolve() for p in code_deps(script, repo / "src")}:
-            out |= {f"{name}@{s}" for s in params["specific"]["slots"]} if "foreach" in body else {name}
+            out |= {f"{name}@{s}" for s in _foreach(body, params)} if "foreach" in body else {name}
     return out
 
 
@@ -100,3 +108,81 @@ def test_editing_a_module_changes_exactly_the_stages_that_import_it(locked_copy:
     newly = {s for s, deps in after.items()
              if any(module == d or module.startswith(d + "/") for d in deps - before.get(s, set()))}
     assert newly == _importers(locked_copy, module) and newly, module
+
+
+@pytest.fixture(scope="module")
+def two_backbones(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A placeholder-locked copy (as ``locked_copy``) whose params have a second backbone entry ``s96``."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split()
+    dst = tmp_path_factory.mktemp("backbones") / "repo"
+    for f in files:
+        if (REPO / f).is_file() and f != "dvc.lock":
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)
+    _set_params(dst, {"backbones.entries": {"main": {}, "s96": {"train": {"image_size": 96}}}})
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    subprocess.run([sys.executable, "-c", _LOCK_ALL], cwd=dst, env=_env(), check=True)
+    out = subprocess.run([DVC, "commit", "-f", "-q"], cwd=dst, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _status(dst) == set()
+    return dst
+
+
+def _set_params(repo: Path, changes: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        node = params
+        for p in parents:
+            node = node[p]
+        node[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _status(repo: Path) -> set[str]:
+    out = subprocess.run([DVC, "status", "--json"], cwd=repo, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return set(json.loads(out.stdout or "{}"))
+
+
+def _dry(repo: Path) -> set[str]:
+    out = subprocess.run([DVC, "repro", "--dry"], cwd=repo, env=_env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
+
+
+#: The stages that read the primary backbone's features or predictions.
+PRIMARY_CONSUMERS = {"groups", "fusion", "hierarchy", "ocr", "ocr_classifier"}
+
+
+def test_editing_one_backbone_entry_reruns_that_backbone_and_its_consumers_only(two_backbones: Path) -> None:
+    repo = two_backbones
+    params = (repo / "params.yaml").read_text()
+    slots = yaml.safe_load(params)["specific"]["slots"]
+    try:
+        # A second backbone's params: its own stage, and the ensemble (its component's weight).
+        _set_params(repo, {"backbones.entries.s96": {"train": {"image_size": 112}}})
+        assert _status(repo) == _dry(repo) == {"train_backbone@s96", "ensemble"}
+        # Once it re-ran (its outputs changed): the ensemble only, through the folder of every backbone.
+        (repo / "params.yaml").write_text(params)
+        (repo / "data/preds/backbone/s96/placeholder").write_text("new top-K\n")
+        assert _status(repo) == {"train_backbone@s96", "ensemble"}  # s96: its outs differ from the lock
+        (repo / "data/preds/backbone/s96/placeholder").write_text("placeholder\n")
+        assert _status(repo) == set()
+        # The primary's params: its stage and the ensemble; its new outputs: every primary consumer.
+        _set_params(repo, {"backbones.entries.main": {"train": {"seed": 1}}})
+        assert _status(repo) == _dry(repo) == {"train_backbone@main", "ensemble"}
+        (repo / "params.yaml").write_text(params)
+        for out in ("data/preds/backbone/main/train_products.parquet", "data/features/main/placeholder"):
+            (repo / out).write_text("new\n")
+        assert _status(repo) == {"train_backbone@main", "ensemble", *PRIMARY_CONSUMERS,
+                                 *(f"specific@{s}" for s in slots)}
+        for out in ("data/preds/backbone/main/train_products.parquet", "data/features/main/placeholder"):
+            (repo / out).write_text("placeholder\n")
+        assert _status(repo) == set()
+        # Removing an entry: its stage is gone, the ensemble re-runs without its component.
+        _set_params(repo, {"backbones.entries": {"main": {}}})
+        assert _status(repo) == {"ensemble"}
+    finally:
+        (repo / "params.yaml").write_text(params)

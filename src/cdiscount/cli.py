@@ -18,9 +18,21 @@ from .runner import common_options, guarded, setup_logging
 
 #: Where the pipeline leaves what the tools read by default (as in dvc.yaml).
 INTERIM = Path("data/interim")
-MODEL = Path("models/backbone.pt")
+MODELS = Path("models/backbone")  # <name>.pt per entry of backbones.entries
 METRICS = Path("metrics")
-LIVE_TRAIN = Path("dvclive/train")
+LIVES = Path("dvclive/backbone")  # <name>/ per backbone
+
+
+def primary_backbone(params_path: str | Path = "params.yaml") -> str:
+    """``backbones.primary`` of the params file here, or ``main`` where there is none to read (the tools
+    default to the primary backbone's model and curves)."""
+    try:
+        from .backbones import primary_name
+        from .params import load_params
+
+        return primary_name(load_params(params_path))
+    except Exception:  # noqa: BLE001 -- a default for a help text and a path: never worth an error here
+        return "main"
 
 
 def _predict(args: argparse.Namespace) -> None:
@@ -72,7 +84,8 @@ def _report(args: argparse.Namespace) -> None:
 
     from .report import write_report
 
-    out = write_report(args.out, METRICS, LIVE_TRAIN)
+    primary = primary_backbone()
+    out = write_report(args.out, METRICS, LIVES / primary, backbone=primary)
     logging.getLogger("cdiscount").info("wrote %s and %s", out / "report.md", out / "report.html")
 
 
@@ -133,7 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         if name == "predict":
             sp.add_argument("paths", nargs="+", type=Path, help="image files (any format, any size) or .bson files")
-            sp.add_argument("--model", type=Path, default=MODEL, help=f"default: {MODEL}")
+            model = MODELS / f"{primary_backbone()}.pt"
+            sp.add_argument("--model", type=Path, default=model,
+                            help=f"default: {model} (the primary backbone, backbones.primary)")
             sp.add_argument("--taxonomy", type=Path, default=INTERIM / "taxonomy.parquet",
                             help="category names (default: the decode stage's taxonomy)")
             sp.add_argument("--top", type=int, default=5)

@@ -6,6 +6,11 @@ Every one-component weight vector is on the grid, so the fitted ensemble is neve
 best component on the products it was fitted on; a two-fold cross-fitted accuracy is reported
 next to it so the optimism of fitting on validation is visible.
 
+The component ``backbone`` in ``ensemble.components`` stands for every entry of ``backbones.entries``:
+one component ``backbone/<name>`` per backbone (its folder under data/preds), each with its own weight;
+``backbone/<name>`` names one alone. A folder under data/preds/backbone whose entry was removed is
+left out (and named in the log), so removing an entry removes its component.
+
 Then products whose pictures are exact copies of training pictures with one unambiguous
 category take that category (``override``); the ambiguous votes joined the weighted mix as the
 ``dedup_vote`` component. On validation the lookup uses the training fold only.
@@ -26,7 +31,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json
-from .errors import InputError
+from .backbones import PREDS as BACKBONE_PREDS, component_name
+from .errors import ConfigError, InputError
 from .components import Component, ComponentStream, candidates, combine, read_component, simplex_grid
 from .lookup import Votes, product_votes, vote_component
 from .params import Section
@@ -34,6 +40,7 @@ from .topk import PRODUCT_SCHEMA, product_table
 
 log = logging.getLogger(__name__)
 
+BACKBONE = BACKBONE_PREDS.name  # "backbone": every backbone entry's component in ensemble.components
 LABEL_SCHEMA = pa.schema([("_id", pa.int64()), ("category_id", pa.int64()), ("source", pa.string())])
 
 
@@ -68,10 +75,24 @@ class EnsembleConfig(Section):
         self.require("seed", self.seed >= 0, "an integer >= 0")
 
 
+def expand_components(components: list[str], backbones: list[str]) -> list[str]:
+    """``ensemble.components`` with ``backbone`` replaced by ``backbone/<name>`` for every backbone entry."""
+    out: list[str] = []
+    for name in components:
+        if name == BACKBONE:
+            out += [component_name(b) for b in backbones]
+            continue
+        if name.startswith(BACKBONE + "/") and name.split("/", 1)[1] not in backbones:
+            raise ConfigError(f"ensemble.components: {name!r} is not a backbone entry (backbones.entries: "
+                              f"{', '.join(backbones)})")
+        out.append(name)
+    return list(dict.fromkeys(out))
+
+
 def component_paths(preds: Path, name: str) -> dict[str, Path]:
-    """Where a component's validation and test predictions are (the backbone keeps all train products)."""
+    """Where a component's validation and test predictions are (a backbone keeps all train products)."""
     base = preds / name
-    if name == "backbone":
+    if name == BACKBONE or name.startswith(BACKBONE + "/"):
         return {"val": base / "train_products.parquet", "test": base / "test_products.parquet"}
     return {"val": base / "val_products.parquet", "test": base / "test_products.parquet"}
 
@@ -137,7 +158,15 @@ def _scores(comps: list[Component], w: np.ndarray, mean: str, n_classes: int) ->
 
 
 def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, split_path: Path, dedup: Path,
-                 preds: Path, out_dir: Path, metrics_path: Path, progress: bool) -> dict[str, Any]:
+                 preds: Path, out_dir: Path, metrics_path: Path, progress: bool,
+                 backbones: list[str] | None = None) -> dict[str, Any]:
+    """Fit, apply and measure the ensemble; ``backbones`` = the entries of ``backbones.entries`` (None: the
+    component names are folders under ``preds`` as they are)."""
+    stale = sorted(p.name for p in (preds / BACKBONE).glob("*") if p.is_dir() and p.name not in backbones
+                   and not p.name.startswith(".")) if backbones is not None and (preds / BACKBONE).is_dir() else []
+    if stale:
+        log.warning("%s: %s are not in backbones.entries (removed entries?): left out; delete those folders "
+                    "(and data/features/<name>) to free the disk", preds / BACKBONE, stale)
     tax = pd.read_parquet(taxonomy).sort_values("idx")
     n_classes, idx_of = len(tax), tax.set_index("category_id")["idx"]
     cat_of = tax["category_id"].to_numpy()
@@ -148,7 +177,7 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     true = val["category_id"].map(idx_of).to_numpy()
     comps: list[Component] = []  # validation: held whole (the weights are fitted on it)
     streams: list[ComponentStream] = []  # test: read in step, a chunk at a time
-    for name in cfg.components:
+    for name in expand_components(cfg.components, backbones) if backbones is not None else cfg.components:
         where = component_paths(preds, name)
         if not all(p.exists() for p in where.values()):
             log.info("component %s: no predictions at %s, left out", name, where["val"].parent)
@@ -165,7 +194,7 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     rng = np.random.default_rng(cfg.seed)
     fit_rows = np.sort(rng.permutation(len(true))[: cfg.fit_products])
     cand, probs = candidate_probs(_subset(comps, fit_rows), n_classes)
-    weights, _ = fit_weights(probs, cand, true[fit_rows], cfg.mean, cfg.weight_step)
+    weights, fitted_acc = fit_weights(probs, cand, true[fit_rows], cfg.mean, cfg.weight_step)
     cv = _cross_fitted(probs, cand, true[fit_rows], cfg, rng)
     log.info("ensemble weights: %s", {n: round(float(w), 3) for n, w in zip(names, weights)})
     models_only = [i for i, n in enumerate(names) if n != "dedup_vote"]
@@ -213,6 +242,12 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
         "mean": cfg.mean,
         "weights": dict(zip(names, [float(w) for w in weights])),
         "components": per_comp,
+        # On the products the weights were fitted on (all of validation below fit_products), before the
+        # override: the fitted mix is never below its best component there (every vertex is on the grid).
+        "fitted_products": int(len(fit_rows)),
+        "fitted_product_accuracy": float(fitted_acc),
+        "fitted_best_component_accuracy": max(float((c.idx[fit_rows, 0] == true[fit_rows]).mean())
+                                              for c in comps),
     }
     best = max(per_comp.values())
     if metrics["product_accuracy_before_override"] + 1e-9 < best:

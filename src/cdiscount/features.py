@@ -11,10 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .backbones import NO_FEATURES
+from .errors import InputError
+
 
 def read_features(feature_dir: str | Path) -> tuple[pd.DataFrame, list[np.ndarray]]:
     """The feature index and its shards, memory-mapped (nothing is loaded until sliced)."""
     feature_dir = Path(feature_dir)
+    if not (feature_dir / "index.parquet").exists() and (feature_dir.parent / NO_FEATURES).exists():
+        raise InputError(feature_dir, "this backbone wrote no features (its predict.features is false): point "
+                         "backbones.primary at a backbone with features, or set its features: true")
     index = pd.read_parquet(feature_dir / "index.parquet")
     shards = [np.load(p, mmap_mode="r") for p in sorted(feature_dir.glob("shard-*.npy"))]
     return index, shards

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .atomic import atomic_dir
+from .backbones import NO_FEATURES
 from .data import ImageDataset
 from .bson_io import open_store
 from .images import normalise
@@ -33,19 +34,22 @@ IMAGE_SCHEMA = pa.schema([("_id", pa.int64()), ("img_idx", pa.int32()), *SCHEMA_
 
 
 @torch.no_grad()
-def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_dir: Path,
+def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_dir: Path | None,
                 image_preds: Path, product_preds: Path, top_k: int = 20, flip_tta: bool = True,
                 batch_size: int = 128, workers: int = 2, shard_rows: int = 1_000_000, amp: str = "auto",
                 channels_last: bool = True, progress: bool = True, desc: str = "infer") -> None:
-    """Features and top-K predictions for ``images`` (rows of the store, products contiguous)."""
+    """Features and top-K predictions for ``images`` (rows of the store, products contiguous);
+    ``feature_dir=None`` writes the predictions only."""
     device = next(model.parameters()).device
     ds = ImageDataset(store, images.index.to_numpy(), None, image_size)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
     n, dim = len(images), model.feature_dim
-    feature_dir.mkdir(parents=True, exist_ok=True)
-    shards = [np.lib.format.open_memmap(feature_dir / f"shard-{s:04d}.npy", mode="w+", dtype=np.float16,
-                                        shape=(min(shard_rows, n - s * shard_rows), dim))
-              for s in range(max(1, -(-n // shard_rows)))]
+    shards = []
+    if feature_dir is not None:
+        feature_dir.mkdir(parents=True, exist_ok=True)
+        shards = [np.lib.format.open_memmap(feature_dir / f"shard-{s:04d}.npy", mode="w+", dtype=np.float16,
+                                            shape=(min(shard_rows, n - s * shard_rows), dim))
+                  for s in range(max(1, -(-n // shard_rows)))]
     ids = images["_id"].to_numpy()
     img_idx = images["img_idx"].to_numpy()
     agg = ProductAggregator(top_k)
@@ -65,10 +69,11 @@ def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_
                 probs = probs + p / len(views)
             b = len(x)
             rows = np.arange(done, done + b)
-            f16 = feats.cpu().numpy().astype(np.float16)
-            for s in np.unique(rows // shard_rows):
-                sel = rows // shard_rows == s
-                shards[s][rows[sel] - s * shard_rows] = f16[sel]
+            if shards:
+                f16 = feats.cpu().numpy().astype(np.float16)
+                for s in np.unique(rows // shard_rows):
+                    sel = rows // shard_rows == s
+                    shards[s][rows[sel] - s * shard_rows] = f16[sel]
             t_idx, t_prob = topk(probs, top_k)
             iw.write_table(pa.table({"_id": ids[rows], "img_idx": img_idx[rows].astype(np.int32),
                                      "top_idx": list(t_idx), "top_prob": list(t_prob)}, schema=IMAGE_SCHEMA))
@@ -79,6 +84,8 @@ def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_
         pw.write_table(_products_table(list(agg.flush())))
     for s in shards:
         s.flush()
+    if feature_dir is None:
+        return
     pd.DataFrame({"_id": ids, "img_idx": img_idx.astype(np.int32),
                   "shard": (np.arange(n) // shard_rows).astype(np.int32),
                   "row": (np.arange(n) % shard_rows).astype(np.int64)}).to_parquet(feature_dir / "index.parquet",
@@ -91,13 +98,20 @@ def _products_table(rows: list[tuple[int, np.ndarray, np.ndarray]]) -> pa.Table:
 
 def run_inference(model, blob: dict[str, Any], interim: Path, features_root: Path, preds_dir: Path, *,
                   top_k: int, flip_tta: bool, batch_size: int, workers: int, shard_rows: int, amp: str,
-                  progress: bool) -> None:
-    """Features and predictions for train.bson and test.bson pictures (written atomically per folder)."""
+                  progress: bool, features: bool = True) -> None:
+    """Features and predictions for train.bson and test.bson pictures (written atomically per folder).
+
+    ``features=False`` leaves ``features_root`` holding only a note saying so (the folder is still a
+    stage output): at real scale a backbone whose features nobody reads saves ~39 GB and their writing."""
     with atomic_dir(features_root) as feat_tmp, atomic_dir(preds_dir) as pred_tmp:
+        if not features:
+            (feat_tmp / NO_FEATURES).write_text(
+                "This backbone was run with predict.features: false (top-K predictions only, no feature shards).\n"
+                "Stages reading features (specific, fusion) need a backbone with features: the primary one.\n")
         for split in ("train", "test"):
             images = pd.read_parquet(interim / f"{split}_images.parquet", columns=["_id", "img_idx"])
             store = open_store(interim, split)
-            infer_split(model, store, images, blob["image_size"], feature_dir=feat_tmp / split,
+            infer_split(model, store, images, blob["image_size"], feature_dir=feat_tmp / split if features else None,
                         image_preds=pred_tmp / f"{split}_images.parquet",
                         product_preds=pred_tmp / f"{split}_products.parquet", top_k=top_k, flip_tta=flip_tta,
                         batch_size=batch_size, workers=workers, shard_rows=shard_rows, amp=amp,

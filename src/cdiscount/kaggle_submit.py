@@ -18,7 +18,7 @@ from typing import Any
 
 COMPETITION = "cdiscount-image-classification-challenge"
 #: Metrics files tried in turn for the default message: the ensemble, else the backbone alone.
-METRICS_FILES = ("ensemble.json", "backbone.json", "baseline.json")
+METRICS_FILES = ("ensemble.json", "backbone/main.json", "backbone.json", "baseline.json")
 
 
 def kaggle_command(csv_path: str | Path, message: str, competition: str = COMPETITION) -> list[str]:

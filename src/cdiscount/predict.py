@@ -104,7 +104,8 @@ def run_predict(paths: list[Path], model_path: Path, taxonomy_path: Path, top: i
 def _load(model_path: Path):
     """The trained backbone, or one line saying why this file is not one."""
     if not Path(model_path).is_file():
-        raise InputError(model_path, "model not found (train one with `dvc repro train_backbone`, or pass --model)")
+        raise InputError(model_path, "model not found (train one with `dvc repro train_backbone@main`, or pass "
+                         "--model)")
     try:
         return load_model(model_path)
     except Exception as e:  # a truncated or foreign file: UnpicklingError, RuntimeError, EOFError, KeyError...

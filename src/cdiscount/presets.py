@@ -27,7 +27,7 @@ class Preset(NamedTuple):
     overrides: list[str]  # faithful to the report: ``section.key=value`` (DVC / Hydra override syntax)
     note: str  # what differs from the report, and why
     sample: list[str] = []  # sample-size overrides, applied after ``overrides`` unless --faithful
-    metric: str = "metrics/backbone.json: product_accuracy"  # where the system's validation number is
+    metric: str = "metrics/backbone/main.json: product_accuracy"  # where the system's validation number is
 
 
 #: From-scratch training: no frozen-head phase, the whole body trains and updates its batch-norm statistics.
@@ -67,7 +67,7 @@ PRESETS: dict[str, Preset] = {
          "groups.method=confusion", "specific.model=xgboost", "specific.grid=false", "specific.max_depth=3",
          "specific.n_estimators=50", "specific.learning_rate=0.3", "hierarchy.routing=hard"],
         "XGBoost takes the report's grid-searched optimum (depth 3, 50 trees, lr 0.3) rather than re-running its "
-        "36-point grid (specific.grid: true runs the pipeline's grid). Stage I is metrics/backbone.json; the "
+        "36-point grid (specific.grid: true runs the pipeline's grid). Stage I is metrics/backbone/main.json; the "
         "two-stage system is hierarchy's hard routing.",
         ["train.image_size=64", "train.batch_size=16", "train.head_epochs=2", "train.full_epochs=1"],
         "metrics/hierarchy.json: hard_routing_product_accuracy",
@@ -103,10 +103,10 @@ PRESETS: dict[str, Preset] = {
          "train.features_dim=0", "train.cap_per_category=0"],
         "The report trains up to 299 px on 600 px pictures; Cdiscount pictures are 180 px, the sample's 128 px "
         "default is the last size here. Its zoom augmentation (max 1.05) and differential learning rates are not "
-        "implemented. micro_f1 is in metrics/backbone.json (with one label per product it equals accuracy; the "
+        "implemented. micro_f1 is in metrics/backbone/main.json (with one label per product it equals accuracy; the "
         "report's task was multi-label).",
         ["train.image_size=64", "train.image_sizes=[32,48,64]", "train.batch_size=32"],
-        "metrics/backbone.json: micro_f1",
+        "metrics/backbone/main.json: micro_f1",
     ),
     "report003-mlp": Preset(
         "Report 003's dense NN benchmark: the picture averaged down to 32 x 32, flattened, dense 300 and 100 "
@@ -135,7 +135,7 @@ PRESETS: dict[str, Preset] = {
         "The report's heads are Keras dense layers (256, 128, sigmoid) trained per category on VGG-16's conv "
         "features at lr 1e-5; here logistic heads on torchvision VGG-16's 4096-d penultimate features (the "
         "cached features). The flat multi-class head of the backbone stage is the report's 'multi-class' "
-        "comparison point (metrics/backbone.json).",
+        "comparison point (metrics/backbone/main.json).",
         ["train.image_size=64", "train.batch_size=32", "train.head_epochs=2"],
         "metrics/hierarchy.json: hard_routing_product_accuracy",
     ),

@@ -31,8 +31,8 @@ from .atomic import atomic_dir
 
 
 #: Headline rows: label -> candidate (metrics file, flattened key); the first one present wins.
+#: Each backbone's row (``backbone: <name>``, from ``metrics/backbone/<name>.json``) comes first.
 HEADLINE: dict[str, list[tuple[str, str]]] = {
-    "backbone": [("backbone.json", "product_accuracy")],
     "baseline": [("baseline.json", "product_accuracy")],
     "fusion": [("fusion.json", "fusion_product_accuracy")],
     "hierarchy: flat": [("hierarchy.json", "flat_product_accuracy")],
@@ -154,13 +154,16 @@ def _read_csv(doc: Doc, path: Path, columns: list[str]) -> pd.DataFrame | None:
 
 
 def _load_metrics(metrics: Path) -> dict[str, dict[str, Any]]:
-    """Every ``metrics/*.json``, flattened, by file name."""
-    return {f.name: flatten(json.loads(f.read_text())) for f in sorted(metrics.glob("*.json"))}
+    """Every ``metrics/*.json`` and ``metrics/backbone/*.json``, flattened, by path under ``metrics``."""
+    files = [*sorted(metrics.glob("*.json")), *sorted(metrics.glob("backbone/*.json"))]
+    return {f.relative_to(metrics).as_posix(): flatten(json.loads(f.read_text())) for f in files}
 
 
 def _headline(doc: Doc, flat: dict[str, dict[str, Any]], metrics: Path) -> None:
     doc.heading("Product accuracy per component (validation)")
-    rows = []
+    rows = [[f"backbone: {f.removeprefix('backbone/').removesuffix('.json')}", v["product_accuracy"],
+             f"{f}: product_accuracy"]
+            for f, v in flat.items() if f.startswith("backbone/") and "product_accuracy" in v]
     for label, candidates in HEADLINE.items():
         hit = next(((f, k) for f, k in candidates if k in flat.get(f, {})), None)
         if hit:
@@ -207,9 +210,10 @@ def _level1_spans(df: pd.DataFrame) -> list[tuple[str, int, int]]:
     return [(g["level1"].iloc[0], g.index[0], g.index[-1]) for _, g in df.groupby(runs)]
 
 
-def _per_category(doc: Doc, metrics: Path) -> None:
-    doc.heading("Per-category accuracy (backbone)")
-    df = _read_csv(doc, metrics / "backbone_per_category.csv", ["idx", "level1", "products", "accuracy"])
+def _per_category(doc: Doc, metrics: Path, backbone: str) -> None:
+    doc.heading(f"Per-category accuracy (backbone {backbone})")
+    df = _read_csv(doc, metrics / "backbone" / f"{backbone}_per_category.csv",
+                   ["idx", "level1", "products", "accuracy"])
     if df is not None:
         df = df.sort_values("idx").reset_index(drop=True)
         level1 = list(dict.fromkeys(df["level1"]))
@@ -252,9 +256,9 @@ def _per_category(doc: Doc, metrics: Path) -> None:
         doc.para(f"Hierarchical better on {better} categories, worse on {worse}, equal on {len(df) - better - worse}.")
 
 
-def _distance(doc: Doc, metrics: Path) -> None:
-    doc.heading("Confusion distance (backbone)")
-    df = _read_csv(doc, metrics / "backbone_distance.csv", ["distance", "products"])
+def _distance(doc: Doc, metrics: Path, backbone: str) -> None:
+    doc.heading(f"Confusion distance (backbone {backbone})")
+    df = _read_csv(doc, metrics / "backbone" / f"{backbone}_distance.csv", ["distance", "products"])
     if df is None:
         return
     share = df["products"] / max(df["products"].sum(), 1)
@@ -279,9 +283,10 @@ def _groups(doc: Doc, metrics: Path) -> None:
         doc.table(list(df.columns), df.astype(object).values.tolist())
 
 
-def write_report(out: str | Path, metrics: Path, live: Path) -> Path:
+def write_report(out: str | Path, metrics: Path, live: Path, backbone: str = "main") -> Path:
     """Write ``report.md``, ``report.html`` and the PNGs into ``out``, replacing it as a whole (so no
-    figure of an earlier run lingers, and a failure leaves the previous report intact)."""
+    figure of an earlier run lingers, and a failure leaves the previous report intact). ``live`` and
+    ``backbone`` name the backbone whose curves, per-category accuracy and distances are drawn."""
     out = Path(out)
     title = "cdiscount-pipeline: report of the current run"
     with atomic_dir(out) as tmp:
@@ -292,8 +297,8 @@ def write_report(out: str | Path, metrics: Path, live: Path) -> Path:
         flat = _load_metrics(metrics)
         _headline(doc, flat, metrics)
         _learning_curves(doc, live)
-        _per_category(doc, metrics)
-        _distance(doc, metrics)
+        _per_category(doc, metrics, backbone)
+        _distance(doc, metrics, backbone)
         _groups(doc, metrics)
         _all_metrics(doc, flat, metrics)
         (tmp / "report.md").write_text(doc.markdown())
