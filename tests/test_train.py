@@ -300,3 +300,14 @@ def test_cap_per_category_keeps_at_most_cap_of_each_class() -> None:
     assert np.bincount(labels[keep]).tolist() == [5, 3, 5]
     assert (np.diff(keep) > 0).all() and (keep == cap_rows(labels, 5, seed=1)).all()
     assert len(cap_rows(labels, 0, seed=1)) == len(labels)
+
+
+def test_a_killed_runs_checkpoint_temp_is_removed_by_the_next_run(tiny_interim: Path, split_path: Path,
+                                                                  tmp_path: Path) -> None:
+    """Each backbone's checkpoints sit one folder below the stage's path constants (models/checkpoints/<name>),
+    where the runner's clean-up does not look: training clears them itself."""
+    stale = tmp_path / "ckpt" / ".epoch-001.pt.x1y2.tmp"
+    stale.parent.mkdir()
+    stale.write_bytes(b"half a checkpoint")
+    _train(tmp_path, tiny_interim, split_path, replace(TINY_TRAIN, full_epochs=0))
+    assert not stale.exists() and [p.name for p in (tmp_path / "ckpt").iterdir()] == ["epoch-000.pt"]

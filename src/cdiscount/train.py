@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import distributed
-from .atomic import atomic_path
+from .atomic import atomic_path, clear_stale
 from .data import ImageDataset, epoch_order
 from .bson_io import open_store
 from .images import normalise
@@ -234,6 +234,9 @@ def train_backbone(cfg: TrainConfig, interim: Path, split_path: Path, model_out:
                    live_dir: Path, *, progress: bool) -> dict[str, Any]:
     """Train (or resume training) and write ``model_out``; returns the last epoch's metrics."""
     ctx = distributed.setup(cfg.device)
+    if ctx.is_main:  # a killed run's checkpoint temps: inside ckpt_dir, below the stage's path constants
+        for stale in clear_stale([ckpt_dir / "epoch-000.pt"]):  # (the runner clears beside those only)
+            log.warning("removed %s, left by a killed run", stale)
     torch.manual_seed(cfg.seed)
     data = load_train_data(interim, split_path, cfg.cap_per_category, cfg.seed)
     model = build_backbone(cfg.arch, len(data.categories), cfg.pretrained, cfg.dropout,
