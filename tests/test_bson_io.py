@@ -109,3 +109,22 @@ def test_whole_jpegs_agrees_with_the_byte_by_byte_checks() -> None:
     assert not (fast & ~exact).any()  # never passes a picture the exact checks reject
     assert (fast == exact)[~padded].all()  # and passes every other one they accept
     assert exact.sum() > 20 and (~exact).sum() > 200
+
+
+def test_kaggle_spans_are_frames_spans_or_nothing() -> None:
+    import numpy as np
+
+    from cdiscount.bson_io import kaggle_spans
+
+    def doc(i, **kw):
+        return bson.encode({"_id": i, "imgs": [{"picture": JPEG + bytes(30 * i)}], "category_id": 5, **kw})
+
+    data = b"".join(doc(i) for i in range(20))
+    starts, lengths = kaggle_spans(memoryview(data))
+    assert list(zip(starts.tolist(), lengths.tolist())) == frame(memoryview(data), 0, "x.bson")[0]
+    assert kaggle_spans(memoryview(bson.encode({"a": 1}) + data)) is None  # a document without a leading _id
+    stray = bson.encode({"_id": 1, "imgs": [{"picture": JPEG + b"\x10_id\x00" + bytes(9)}]})  # the pattern in a picture
+    assert kaggle_spans(memoryview(data + stray)) is None
+    assert kaggle_spans(memoryview(data[: len(doc(0))] + data[len(doc(0)) + 1 :])) is None  # a broken chain
+    assert kaggle_spans(memoryview(b"")) is None
+    assert np.array_equal(kaggle_spans(memoryview(data))[0], starts)

@@ -82,7 +82,7 @@ def documents() -> list[dict]:
 
 def _no_fast_path(block, starts, lengths, ctx):
     e = np.zeros(0, np.int64)
-    return decode_mod._Rows(e, e, e, e, e, e, e, e, [])
+    return decode_mod._Rows(e, e, e, e, e, e, e, e, np.zeros((0, 16), np.uint8))
 
 
 def _run(tmp: Path, src: Path, *, labelled: bool, on_error: str, workers: int = 0, block_size: int = 32 << 20):
@@ -121,7 +121,7 @@ def test_fast_and_general_paths_give_the_same_tables_and_skips(tmp_path: Path, m
     real_slow = decode_mod._slow_rows
 
     def counting(block, base, ctx, spans, docs, errors):
-        slow.extend(base + spans[row][0] for row in docs.tolist())
+        slow.extend(base + int(spans[row, 0]) for row in docs.tolist())
         return real_slow(block, base, ctx, spans, docs, errors)
 
     with monkeypatch.context() as m:

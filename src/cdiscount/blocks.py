@@ -74,22 +74,24 @@ def iter_blocks(path: str | Path, block_size: int) -> Iterator[tuple[int, int]]:
     path = Path(path)
     size = path.stat().st_size
     fd = os.open(path, os.O_RDONLY)
-    unpack = struct.unpack_from
+    unpack = struct.Struct("<i").unpack_from
     try:
         start = pos = 0
         prev = None
-        buf, at = b"", 0  # buf holds the file's bytes [at, at + len(buf))
-        while pos < size:
-            if pos + 4 > at + len(buf):
+        buf, at, stop = b"", 0, 0  # buf holds the file's bytes [at, stop)
+        while pos < size:  # a tight loop: once per document (millions)
+            if pos + 4 > stop:
                 buf, at = os.pread(fd, max(_SCAN_CHUNK, 4), pos), pos
-            length = unpack("<i", buf, pos - at)[0] if pos + 4 <= at + len(buf) else 0
-            if length < 5 or length > MAX_DOCUMENT or pos + length > size:
-                raise _framing_error(fd, path, size, pos, prev)
+                stop = at + len(buf)
+            length = unpack(buf, pos - at)[0] if pos + 4 <= stop else 0
             end = pos + length
-            if min(end + 4, size) > at + len(buf):  # the closing byte and the next prefix must be in buf
+            if not 5 <= length <= MAX_DOCUMENT or end > size:
+                raise _framing_error(fd, path, size, pos, prev)
+            if end + 4 > stop and stop < size:  # the closing byte and the next prefix must be in buf
                 buf, at = os.pread(fd, max(_SCAN_CHUNK, length + 4), pos), pos
+                stop = at + len(buf)
             tail = end - 1 - at
-            if buf[tail] != 0 and end + 4 <= size and not 5 <= unpack("<i", buf, tail + 1)[0] <= MAX_DOCUMENT:
+            if buf[tail] and end + 4 <= size and not 5 <= unpack(buf, tail + 1)[0] <= MAX_DOCUMENT:
                 raise _framing_error(fd, path, size, pos, prev)
             if end - start > block_size and pos > start:
                 yield start, pos - start

@@ -25,8 +25,8 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, publish, scratch_dir, write_json
 from .blocks import map_blocks
-from .bson_io import (document_id, frame, is_jpeg, jpeg_problem, kaggle_layout, length_error, picture_offsets,
-                      whole_jpegs)
+from .bson_io import (document_id, frame, is_jpeg, jpeg_problem, kaggle_layout, kaggle_spans, length_error,
+                      picture_offsets, whole_jpegs)
 from .errors import InputError
 from .params import Section
 from .taxonomy import load_taxonomy
@@ -155,7 +155,7 @@ class _Rows:
     pic_idx: np.ndarray
     pic_start: np.ndarray  # offset in the block
     pic_len: np.ndarray
-    md5: list[str]
+    md5: np.ndarray  # [images, 16] uint8: the MD5 digests
 
 
 def _fast_rows(block: memoryview, starts: np.ndarray, lengths: np.ndarray, ctx: BlockContext) -> _Rows:
@@ -177,9 +177,9 @@ def _fast_rows(block: memoryview, starts: np.ndarray, lengths: np.ndarray, ctx: 
         pics = ok[lay.pic_doc]
         pic_start, pic_len = lay.pic_start[pics], lay.pic_len[pics]
         md5 = hashlib.md5
-        digests = [md5(block[a : a + n]).hexdigest() for a, n in zip(pic_start.tolist(), pic_len.tolist())]
+        digests = b"".join([md5(block[a : a + n]).digest() for a, n in zip(pic_start.tolist(), pic_len.tolist())])
         return _Rows(docs, lay.ids[docs], lay.categories[docs], lay.n_imgs[docs], lay.pic_doc[pics],
-                     lay.pic_idx[pics], pic_start, pic_len, digests)
+                     lay.pic_idx[pics], pic_start, pic_len, np.frombuffer(digests, np.uint8).reshape(-1, 16))
     except BaseException as e:  # a traceback holding ``b`` would keep the mmap's view exported
         traceback.clear_frames(e.__traceback__)
         raise
@@ -187,7 +187,7 @@ def _fast_rows(block: memoryview, starts: np.ndarray, lengths: np.ndarray, ctx: 
         del b
 
 
-def _slow_rows(block: memoryview, base: int, ctx: BlockContext, spans: list[tuple[int, int]], docs: np.ndarray,
+def _slow_rows(block: memoryview, base: int, ctx: BlockContext, spans: np.ndarray, docs: np.ndarray,
                errors: list[tuple[int, int | None, str, str]]) -> _Rows:
     """The general path, one document at a time: ``bson.decode`` and the checks with their messages
     (:func:`_check_document`); bad records go to ``errors``."""
@@ -195,7 +195,7 @@ def _slow_rows(block: memoryview, base: int, ctx: BlockContext, spans: list[tupl
     imgs: list[tuple[int, int, int, int, str]] = []
     buf = block.obj  # the mmap behind the view: has .find, no copy
     for row in docs.tolist():
-        start, length = spans[row]
+        start, length = int(spans[row, 0]), int(spans[row, 1])
         doc = _decode_document(block, start, length, base, ctx.path)
         try:
             if isinstance(doc, _Bad):
@@ -207,24 +207,40 @@ def _slow_rows(block: memoryview, base: int, ctx: BlockContext, spans: list[tupl
             continue
         cat = doc["category_id"] if ctx.labelled else -1
         prod.append((row, doc["_id"], cat, len(pictures)))
-        imgs.extend((row, i, rel, len(pic), hashlib.md5(pic).hexdigest())
+        imgs.extend((row, i, rel, len(pic), hashlib.md5(pic).digest())
                     for i, (pic, rel) in enumerate(zip(pictures, rels)))
     p = np.array(prod, dtype=np.int64).reshape(-1, 4)
     i = np.array([r[:4] for r in imgs], dtype=np.int64).reshape(-1, 4)
-    return _Rows(p[:, 0], p[:, 1], p[:, 2], p[:, 3], i[:, 0], i[:, 1], i[:, 2], i[:, 3], [r[4] for r in imgs])
+    md5 = np.frombuffer(b"".join(r[4] for r in imgs), np.uint8).reshape(-1, 16)
+    return _Rows(p[:, 0], p[:, 1], p[:, 2], p[:, 3], i[:, 0], i[:, 1], i[:, 2], i[:, 3], md5)
 
 
 def _in_file_order(fast: _Rows, slow: _Rows) -> _Rows:
     """Both paths' rows, by document row then picture index."""
     if not len(slow.doc) and not len(slow.pic_doc):
         return fast
-    cat = {f: np.concatenate([getattr(fast, f), getattr(slow, f)]) for f in _Rows.__dataclass_fields__ if f != "md5"}
+    cat = {f: np.concatenate([getattr(fast, f), getattr(slow, f)]) for f in _Rows.__dataclass_fields__}
     order = np.argsort(cat["doc"], kind="stable")
     pic_order = np.lexsort((cat["pic_idx"], cat["pic_doc"]))
-    md5 = fast.md5 + slow.md5
     return _Rows(*(cat[f][order] for f in ("doc", "ids", "cats", "n_imgs")),
                  *(cat[f][pic_order] for f in ("pic_doc", "pic_idx", "pic_start", "pic_len")),
-                 [md5[k] for k in pic_order.tolist()])
+                 cat["md5"][pic_order])
+
+
+_HEX = np.array([list(f"{i:02x}".encode()) for i in range(256)], dtype=np.uint8)
+
+
+def _hex_strings(digests: np.ndarray) -> pa.Array:
+    """The [n, 16] digests as n 32-character hex strings (``hexdigest``), built as one buffer."""
+    n = len(digests)
+    offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(_HEX[digests].tobytes()))
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    """A worker's scratch table: Arrow IPC (no encoding), read back by :func:`_merge_parts`."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
 
 
 def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult:
@@ -236,12 +252,15 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
     path (:func:`_slow_rows`), which gives exactly the results and errors this function always gave.
     """
     errors: list[tuple[int, int | None, str, str]] = []
-    spans, _ = frame(block, base, ctx.path)
-    span = np.array(spans, dtype=np.int64).reshape(-1, 2)
+    found = kaggle_spans(block)
+    if found is None:
+        span = np.array(frame(block, base, ctx.path)[0], dtype=np.int64).reshape(-1, 2)
+    else:
+        span = np.stack(found, axis=1)
     fast = _fast_rows(block, span[:, 0], span[:, 1], ctx)
-    rest = np.ones(len(spans), dtype=bool)
+    rest = np.ones(len(span), dtype=bool)
     rest[fast.doc] = False
-    rows = _in_file_order(fast, _slow_rows(block, base, ctx, spans, np.flatnonzero(rest), errors))
+    rows = _in_file_order(fast, _slow_rows(block, base, ctx, span, np.flatnonzero(rest), errors))
     errors.sort(key=lambda err: err[0])
     offsets = base + span[rows.doc, 0]
     n_imgs = rows.n_imgs.astype(np.int32)
@@ -250,12 +269,12 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
                     "length": span[rows.doc, 1].astype(np.int32)}
     image_cols = {"_id": np.repeat(rows.ids, rows.n_imgs), "category_id": np.repeat(rows.cats, rows.n_imgs),
                   "img_idx": rows.pic_idx.astype(np.int32), "jpeg_offset": base + rows.pic_start,
-                  "jpeg_length": rows.pic_len.astype(np.int32), "md5": pa.array(rows.md5, type=pa.string())}
+                  "jpeg_length": rows.pic_len.astype(np.int32), "md5": _hex_strings(rows.md5)}
     prod = pa.table({k: product_cols[k] for k in PRODUCT_SCHEMA[kind].names}, schema=PRODUCT_SCHEMA[kind])
     parts = Path(ctx.parts_dir)
-    pq.write_table(prod, parts / f"products-{base:016d}.parquet", compression="none")
-    pq.write_table(pa.table({k: image_cols[k] for k in IMAGE_SCHEMA[kind].names}, schema=IMAGE_SCHEMA[kind]),
-                   parts / f"images-{base:016d}.parquet", compression="none")
+    _write_part(prod, parts / f"products-{base:016d}.arrow")
+    _write_part(pa.table({k: image_cols[k] for k in IMAGE_SCHEMA[kind].names}, schema=IMAGE_SCHEMA[kind]),
+                parts / f"images-{base:016d}.arrow")
     return BlockResult(base, rows.ids, offsets, n_imgs, errors, len(block))
 
 
@@ -380,8 +399,9 @@ def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, ou
     row = 0
     with pq.ParquetWriter(out, schema) as writer:
         for base in bases:
-            part = parts / f"{name}-{base:016d}.parquet"
-            table = pq.read_table(part)
+            part = parts / f"{name}-{base:016d}.arrow"
+            with pa.memory_map(str(part)) as source:
+                table = pa.ipc.open_file(source).read_all()
             mask = keep[row : row + table.num_rows]
             row += table.num_rows
             writer.write_table(table if mask.all() else table.filter(pa.array(mask)))
