@@ -64,3 +64,67 @@ def test_image_store_reads_back_exact_bytes(tmp_path: Path) -> None:
         store.read_image(3, 0)
     with pytest.raises(KeyError):
         store.read_image(2, 1)
+
+
+def _jpegs() -> list[bytes]:
+    """Real JPEGs of several kinds, then each cut, padded, or with a header byte changed."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x010F] = "camera"
+    good = []
+    for k, save in enumerate([{}, {"progressive": True}, {"exif": exif.tobytes()}, {"quality": 20, "subsampling": 0},
+                              {"optimize": True}, {"dpi": (300, 300)}]):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (5 + k, 9, 3), dtype=np.uint8)).save(buf, format="JPEG", **save)
+        good.append(buf.getvalue())
+    out = list(good)
+    for pic in good:
+        out += [pic[:n] + b"\xff\xd9" for n in (2, 3, 4, 6, 20, 100)] + [pic + bytes(3), b"\xff\xd8\xff" + bytes(2)]
+        markers = [i + d for i in range(min(len(pic), 400) - 6) if pic[i] == 0xFF for d in range(6)]
+        for _ in range(150):
+            bad = bytearray(pic)
+            for _ in range(int(rng.integers(1, 3))):
+                at = int(rng.choice(markers)) if rng.random() < 0.7 else int(rng.integers(0, min(len(bad), 300)))
+                bad[at] = int(rng.choice([0, 1, 2, 0xFF, 0xD0, 0xD8, 0xD9, 0xDA, 0xC0, 0xC4, rng.integers(256)]))
+            out.append(bytes(bad))
+    return out
+
+
+def test_whole_jpegs_agrees_with_the_byte_by_byte_checks() -> None:
+    import numpy as np
+
+    from cdiscount.bson_io import is_jpeg, jpeg_problem, whole_jpegs
+
+    pics = _jpegs()
+    blob = b"".join(pics)
+    lengths = np.array([len(p) for p in pics])
+    fast = whole_jpegs(np.frombuffer(blob, np.uint8), np.cumsum(lengths) - lengths, lengths)
+    exact = np.array([is_jpeg(p) and jpeg_problem(p) is None for p in pics])
+    padded = np.array([p[-1:] == b"\x00" for p in pics])  # left to the exact checks on purpose
+    assert not (fast & ~exact).any()  # never passes a picture the exact checks reject
+    assert (fast == exact)[~padded].all()  # and passes every other one they accept
+    assert exact.sum() > 20 and (~exact).sum() > 200
+
+
+def test_kaggle_spans_are_frames_spans_or_nothing() -> None:
+    import numpy as np
+
+    from cdiscount.bson_io import kaggle_spans
+
+    def doc(i, **kw):
+        return bson.encode({"_id": i, "imgs": [{"picture": JPEG + bytes(30 * i)}], "category_id": 5, **kw})
+
+    data = b"".join(doc(i) for i in range(20))
+    starts, lengths = kaggle_spans(memoryview(data))
+    assert list(zip(starts.tolist(), lengths.tolist())) == frame(memoryview(data), 0, "x.bson")[0]
+    assert kaggle_spans(memoryview(bson.encode({"a": 1}) + data)) is None  # a document without a leading _id
+    stray = bson.encode({"_id": 1, "imgs": [{"picture": JPEG + b"\x10_id\x00" + bytes(9)}]})  # the pattern in a picture
+    assert kaggle_spans(memoryview(data + stray)) is None
+    assert kaggle_spans(memoryview(data[: len(doc(0))] + data[len(doc(0)) + 1 :])) is None  # a broken chain
+    assert kaggle_spans(memoryview(b"")) is None
+    assert np.array_equal(kaggle_spans(memoryview(data))[0], starts)

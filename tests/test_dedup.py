@@ -90,3 +90,47 @@ def test_placeholders_within_category_blank_and_matches(handmade: Path, buckets:
 def test_image_std_separates_blank_from_textured() -> None:
     assert image_std(_jpeg("white")) < 1.0
     assert image_std(_photo(0)) > 10
+
+
+def _aggregate_with_lambdas(rows: pd.DataFrame, placeholder_min_categories: int) -> pd.DataFrame:
+    """The per-hash counts as the previous version computed them (one Python lambda per hash)."""
+    size = rows.groupby("md5", sort=False)["split"].transform("size")
+    dup = rows[size > 1]
+    g = dup.groupby("md5", sort=True)
+    hashes = pd.DataFrame({
+        "n_train": g["split"].agg(lambda s: int((s == "train").sum())),
+        "n_test": g["split"].agg(lambda s: int((s == "test").sum())),
+        "n_categories": g["category_id"].nunique(),
+    })
+    first = g.head(1).set_index("md5")
+    hashes["first_split"], hashes["first_id"], hashes["first_img_idx"] = first["split"], first["_id"], first["img_idx"]
+    return hashes.reset_index()
+
+
+def test_vectorised_aggregate_equals_the_per_hash_lambdas() -> None:
+    from cdiscount.dedup import _aggregate
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    split = np.where(rng.random(n) < 0.7, "train", "test")
+    rows = pd.DataFrame({"split": split, "_id": rng.integers(0, 10**6, n), "img_idx": rng.integers(0, 4, n).astype("int32"),
+                         "category_id": np.where(split == "train", rng.integers(1, 6, n), np.nan),
+                         "md5": [f"{h:032x}" for h in rng.integers(0, 900, n)],
+                         "jpeg_offset": rng.integers(0, 10**9, n), "jpeg_length": rng.integers(1, 9999, n).astype("int32")})
+    hashes, votes, dup = _aggregate(rows, 2)
+    old = _aggregate_with_lambdas(rows, 2)
+    cols = ["md5", "n_train", "n_test", "n_categories", "first_split", "first_id", "first_img_idx"]
+    pd.testing.assert_frame_equal(hashes[cols].reset_index(drop=True), old[cols].reset_index(drop=True), check_dtype=False)
+    assert len(hashes) > 500 and (hashes["n_test"] > 0).any() and (hashes["n_train"] == 0).any()
+    first = rows.drop_duplicates("md5").set_index("md5").loc[hashes["md5"]]
+    assert (hashes["jpeg_offset"].to_numpy() == first["jpeg_offset"].to_numpy()).all()  # the picture checked for blank
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_blank_check_pool_gives_the_same_bytes_as_one_process(handmade: Path, workers: int) -> None:
+    run_dedup(handmade / "interim", handmade / f"d{workers}", handmade / "m" / f"{workers}.json",
+              config(DedupConfig, buckets=3, workers=workers), progress=False)
+    run_dedup(handmade / "interim", handmade / "ref", handmade / "m" / "ref.json",
+              config(DedupConfig, buckets=3, workers=1), progress=False)
+    for name in ("hashes", "votes", "duplicates", "test_matches"):
+        assert (handmade / f"d{workers}" / f"{name}.parquet").read_bytes() == (handmade / "ref" / f"{name}.parquet").read_bytes()

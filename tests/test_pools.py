@@ -96,6 +96,32 @@ def test_baseline_hashing_fails_fast_when_a_worker_is_killed(tmp_path: Path) -> 
     assert "train" in result["message"] and "baseline.workers" in result["message"]
 
 
+def test_dedup_blank_check_fails_fast_when_a_worker_is_killed(tmp_path: Path) -> None:
+    result = run_isolated("""
+        import json, os, signal
+        from pathlib import Path
+        import numpy as np
+        import pandas as pd
+        from cdiscount import dedup
+
+        dedup.source_bson = lambda interim, split: Path("x.bson")
+        Path("x.bson").write_bytes(bytes(100))
+        dedup.image_std = lambda jpeg: os.kill(os.getpid(), signal.SIGKILL)
+        check = dedup._BlankCheck(Path("."), 3.0, workers=2)
+        hashes = pd.DataFrame({"first_split": ["train"] * 5, "jpeg_offset": np.arange(5), "jpeg_length": [4] * 5,
+                               "first_id": np.arange(5)})
+        try:
+            check(hashes)
+            print(json.dumps({"error": None}))
+        except Exception as e:
+            print(json.dumps({"error": type(e).__name__, "message": str(e)}))
+        finally:
+            check.close()
+    """, tmp_path)
+    assert result["error"] == "WorkerLost", result
+    assert "blank check" in result["message"] and "dedup.workers" in result["message"]
+
+
 def test_ocr_pool_notices_a_killed_worker_and_goes_on(tmp_path: Path) -> None:
     """The OCR reader manages its own workers: a SIGKILLed one becomes an error row and is replaced."""
     result = run_isolated("""

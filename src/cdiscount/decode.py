@@ -7,10 +7,12 @@ table: nothing is dropped silently.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import time
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +25,8 @@ import pyarrow.parquet as pq
 
 from .atomic import atomic_path, publish, scratch_dir, write_json
 from .blocks import map_blocks
-from .bson_io import document_id, frame, is_jpeg, jpeg_problem, length_error, picture_offsets
+from .bson_io import (document_id, frame, is_jpeg, jpeg_problem, kaggle_layout, kaggle_spans, length_error,
+                      picture_offsets, whole_jpegs)
 from .errors import InputError
 from .params import Section
 from .taxonomy import load_taxonomy
@@ -103,29 +106,22 @@ def _check_document(doc: Any, ctx: BlockContext) -> list[bytes]:
     return pictures
 
 
-def _decode_documents(block: memoryview, spans: list[tuple[int, int]], base: int, path: str) -> list[Any]:
-    """Decode all documents of a block in one C call; per document only when one is broken.
+def _decode_document(block: memoryview, start: int, length: int, base: int, path: str) -> Any:
+    """``bson.decode`` of one document, or a ``_Bad`` for a broken one.
 
     A broken document whose elements end elsewhere than its length prefix says (and a document
     starts there) has a bad prefix, not a bad record: the framing of the file is wrong from
     there on, so that is raised even in skip mode.
     """
     try:
-        return bson.decode_all(block)
-    except Exception:  # pinpoint the broken document(s); keep the others
-        docs: list[Any] = []
-        for start, length in spans:
-            try:
-                docs.append(bson.decode(block[start : start + length]))
-                continue
-            except Exception as e:  # bson.errors.InvalidBSON, InvalidDocument, UnicodeDecodeError...
-                message = f"invalid BSON document: {e}"
-            # raised out here: an exception context would keep a view of the mmap alive
-            framing = length_error(block.obj, base + start, path, end_is_boundary=True)  # the whole file's mmap
-            if framing is not None:
-                raise framing
-            docs.append(_Bad("invalid_bson", message, document_id(block, start)))
-        return docs
+        return bson.decode(block[start : start + length])
+    except Exception as e:  # bson.errors.InvalidBSON, InvalidDocument, UnicodeDecodeError...
+        message = f"invalid BSON document: {e}"
+    # raised out here: an exception context would keep a view of the mmap alive
+    framing = length_error(block.obj, base + start, path, end_is_boundary=True)  # the whole file's mmap
+    if framing is not None:
+        raise framing
+    return _Bad("invalid_bson", message, document_id(block, start))
 
 
 class _Bad(Exception):
@@ -142,61 +138,144 @@ def _picture_offsets(buf: Any, pictures: list[bytes], start: int, end: int, doc:
         raise _Bad("bad_picture", f"{e} (unusual binary encoding?)", doc["_id"]) from None
 
 
-def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult:
-    """Index the documents of one block (runs in a worker process).
+@functools.lru_cache(maxsize=4)
+def _category_array(category_ids: frozenset[int]) -> np.ndarray:
+    return np.array(sorted(category_ids), dtype=np.int64)
 
-    Kept lean on purpose: at 58 GB this loop runs 7 M times, and MD5 (the stage's physical
-    limit) should dominate it.
+
+@dataclass
+class _Rows:
+    """Index rows of some documents of a block, keyed by the document's row in the block."""
+
+    doc: np.ndarray  # [products] document row in the block
+    ids: np.ndarray
+    cats: np.ndarray
+    n_imgs: np.ndarray
+    pic_doc: np.ndarray  # [images] document row in the block
+    pic_idx: np.ndarray
+    pic_start: np.ndarray  # offset in the block
+    pic_len: np.ndarray
+    md5: np.ndarray  # [images, 16] uint8: the MD5 digests
+
+
+def _fast_rows(block: memoryview, starts: np.ndarray, lengths: np.ndarray, ctx: BlockContext) -> _Rows:
+    """Index, in a few array operations per block, the documents laid out exactly as Kaggle's whose
+    category is known and whose pictures are whole JPEGs (:func:`kaggle_layout`, :func:`whole_jpegs`);
+    every other document is left to :func:`_slow_rows` (the general path, with its error messages).
+
+    Only the MD5s remain a Python loop (one C call per picture, over views of the mmap: no copy).
     """
-    products: list[tuple] = []
-    images: list[tuple] = []
-    errors: list[tuple[int, int | None, str, str]] = []
-    spans, _ = frame(block, base, ctx.path)
-    docs = _decode_documents(block, spans, base, ctx.path)
-    md5 = hashlib.md5
-    labelled = ctx.labelled
+    b = np.frombuffer(block, dtype=np.uint8)
+    try:
+        lay = kaggle_layout(b, starts, lengths, labelled=ctx.labelled)
+        ok = lay.ok
+        if ctx.labelled:
+            ok &= np.isin(lay.categories, _category_array(ctx.category_ids))
+        jpeg_ok = whole_jpegs(b, lay.pic_start, lay.pic_len)
+        ok[lay.pic_doc[~jpeg_ok]] = False
+        docs = np.flatnonzero(ok)
+        pics = ok[lay.pic_doc]
+        pic_start, pic_len = lay.pic_start[pics], lay.pic_len[pics]
+        md5 = hashlib.md5
+        digests = b"".join([md5(block[a : a + n]).digest() for a, n in zip(pic_start.tolist(), pic_len.tolist())])
+        return _Rows(docs, lay.ids[docs], lay.categories[docs], lay.n_imgs[docs], lay.pic_doc[pics],
+                     lay.pic_idx[pics], pic_start, pic_len, np.frombuffer(digests, np.uint8).reshape(-1, 16))
+    except BaseException as e:  # a traceback holding ``b`` would keep the mmap's view exported
+        traceback.clear_frames(e.__traceback__)
+        raise
+    finally:
+        del b
+
+
+def _slow_rows(block: memoryview, base: int, ctx: BlockContext, spans: np.ndarray, docs: np.ndarray,
+               errors: list[tuple[int, int | None, str, str]]) -> _Rows:
+    """The general path, one document at a time: ``bson.decode`` and the checks with their messages
+    (:func:`_check_document`); bad records go to ``errors``."""
+    prod: list[tuple[int, int, int, int]] = []
+    imgs: list[tuple[int, int, int, int, str]] = []
     buf = block.obj  # the mmap behind the view: has .find, no copy
-    for (start, length), doc in zip(spans, docs):
-        offset = base + start
+    for row in docs.tolist():
+        start, length = int(spans[row, 0]), int(spans[row, 1])
+        doc = _decode_document(block, start, length, base, ctx.path)
         try:
             if isinstance(doc, _Bad):
                 raise doc
             pictures = _check_document(doc, ctx)
             rels = [r - base for r in _picture_offsets(buf, pictures, base + start, base + start + length, doc)]
         except _Bad as bad:
-            errors.append((offset, bad.product_id, bad.reason, bad.message))
+            errors.append((base + start, bad.product_id, bad.reason, bad.message))
             continue
-        pid = doc["_id"]
-        if labelled:
-            cat = doc["category_id"]
-            products.append((pid, cat, len(pictures), offset, length))
-            for i, (pic, rel) in enumerate(zip(pictures, rels)):
-                n = len(pic)
-                images.append((pid, cat, i, base + rel, n, md5(pic).hexdigest()))
-        else:
-            products.append((pid, len(pictures), offset, length))
-            for i, (pic, rel) in enumerate(zip(pictures, rels)):
-                n = len(pic)
-                images.append((pid, i, base + rel, n, md5(pic).hexdigest()))
-    kind = "train" if labelled else "test"
-    prod = pa.table(_columns(PRODUCT_SCHEMA[kind].names, products), schema=PRODUCT_SCHEMA[kind])
+        cat = doc["category_id"] if ctx.labelled else -1
+        prod.append((row, doc["_id"], cat, len(pictures)))
+        imgs.extend((row, i, rel, len(pic), hashlib.md5(pic).digest())
+                    for i, (pic, rel) in enumerate(zip(pictures, rels)))
+    p = np.array(prod, dtype=np.int64).reshape(-1, 4)
+    i = np.array([r[:4] for r in imgs], dtype=np.int64).reshape(-1, 4)
+    md5 = np.frombuffer(b"".join(r[4] for r in imgs), np.uint8).reshape(-1, 16)
+    return _Rows(p[:, 0], p[:, 1], p[:, 2], p[:, 3], i[:, 0], i[:, 1], i[:, 2], i[:, 3], md5)
+
+
+def _in_file_order(fast: _Rows, slow: _Rows) -> _Rows:
+    """Both paths' rows, by document row then picture index."""
+    if not len(slow.doc) and not len(slow.pic_doc):
+        return fast
+    cat = {f: np.concatenate([getattr(fast, f), getattr(slow, f)]) for f in _Rows.__dataclass_fields__}
+    order = np.argsort(cat["doc"], kind="stable")
+    pic_order = np.lexsort((cat["pic_idx"], cat["pic_doc"]))
+    return _Rows(*(cat[f][order] for f in ("doc", "ids", "cats", "n_imgs")),
+                 *(cat[f][pic_order] for f in ("pic_doc", "pic_idx", "pic_start", "pic_len")),
+                 cat["md5"][pic_order])
+
+
+_HEX = np.array([list(f"{i:02x}".encode()) for i in range(256)], dtype=np.uint8)
+
+
+def _hex_strings(digests: np.ndarray) -> pa.Array:
+    """The [n, 16] digests as n 32-character hex strings (``hexdigest``), built as one buffer."""
+    n = len(digests)
+    offsets = np.arange(0, 32 * n + 1, 32, dtype=np.int32)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(_HEX[digests].tobytes()))
+
+
+def _write_part(table: pa.Table, path: Path) -> None:
+    """A worker's scratch table: Arrow IPC (no encoding), read back by :func:`_merge_parts`."""
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+
+
+def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult:
+    """Index the documents of one block (runs in a worker process).
+
+    Kept lean on purpose: at 58 GB this runs over 7 M documents, and MD5 (the stage's physical
+    limit) should dominate it. Documents laid out as Kaggle's are read with array operations over
+    the whole block (:func:`_fast_rows`); the rare others, and every bad record, take the general
+    path (:func:`_slow_rows`), which gives exactly the results and errors this function always gave.
+    """
+    errors: list[tuple[int, int | None, str, str]] = []
+    found = kaggle_spans(block)
+    if found is None:
+        span = np.array(frame(block, base, ctx.path)[0], dtype=np.int64).reshape(-1, 2)
+    else:
+        span = np.stack(found, axis=1)
+    fast = _fast_rows(block, span[:, 0], span[:, 1], ctx)
+    rest = np.ones(len(span), dtype=bool)
+    rest[fast.doc] = False
+    rows = _in_file_order(fast, _slow_rows(block, base, ctx, span, np.flatnonzero(rest), errors))
+    errors.sort(key=lambda err: err[0])
+    offsets = base + span[rows.doc, 0]
+    n_imgs = rows.n_imgs.astype(np.int32)
+    kind = "train" if ctx.labelled else "test"
+    product_cols = {"_id": rows.ids, "category_id": rows.cats, "n_imgs": n_imgs, "offset": offsets,
+                    "length": span[rows.doc, 1].astype(np.int32)}
+    image_cols = {"_id": np.repeat(rows.ids, rows.n_imgs), "category_id": np.repeat(rows.cats, rows.n_imgs),
+                  "img_idx": rows.pic_idx.astype(np.int32), "jpeg_offset": base + rows.pic_start,
+                  "jpeg_length": rows.pic_len.astype(np.int32), "md5": _hex_strings(rows.md5)}
+    prod = pa.table({k: product_cols[k] for k in PRODUCT_SCHEMA[kind].names}, schema=PRODUCT_SCHEMA[kind])
     parts = Path(ctx.parts_dir)
-    pq.write_table(prod, parts / f"products-{base:016d}.parquet", compression="none")
-    pq.write_table(pa.table(_columns(IMAGE_SCHEMA[kind].names, images), schema=IMAGE_SCHEMA[kind]),
-                   parts / f"images-{base:016d}.parquet", compression="none")
-    return BlockResult(
-        base,
-        prod.column("_id").to_numpy(),
-        prod.column("offset").to_numpy(),
-        prod.column("n_imgs").to_numpy(),
-        errors,
-        len(block),
-    )
-
-
-def _columns(names: list[str], rows: list[tuple]) -> dict[str, list]:
-    cols = list(zip(*rows)) if rows else [() for _ in names]
-    return {name: list(col) for name, col in zip(names, cols)}
+    _write_part(prod, parts / f"products-{base:016d}.arrow")
+    _write_part(pa.table({k: image_cols[k] for k in IMAGE_SCHEMA[kind].names}, schema=IMAGE_SCHEMA[kind]),
+                parts / f"images-{base:016d}.arrow")
+    return BlockResult(base, rows.ids, offsets, n_imgs, errors, len(block))
 
 
 @dataclass(frozen=True)
@@ -320,8 +399,9 @@ def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, ou
     row = 0
     with pq.ParquetWriter(out, schema) as writer:
         for base in bases:
-            part = parts / f"{name}-{base:016d}.parquet"
-            table = pq.read_table(part)
+            part = parts / f"{name}-{base:016d}.arrow"
+            with pa.memory_map(str(part)) as source:
+                table = pa.ipc.open_file(source).read_all()
             mask = keep[row : row + table.num_rows]
             row += table.num_rows
             writer.write_table(table if mask.all() else table.filter(pa.array(mask)))

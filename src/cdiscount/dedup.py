@@ -5,12 +5,18 @@ shared by thousands of products of unrelated categories, and 42 % of test produc
 picture that also appears in train. This stage measures all of that and writes the lookup
 the ensemble uses (hash -> category votes) without ever holding all hashes in memory:
 rows are first partitioned by hash prefix into ``buckets`` files, then each bucket is
-aggregated on its own.
+aggregated on its own (array operations, no per-hash Python), its duplicated pictures checked
+for blanks by a pool of processes, and its rows of every output table written before the next
+bucket is read.
 """
 from __future__ import annotations
 
 import io
 import logging
+import multiprocessing as mp
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +29,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from .atomic import publish, scratch_dir, write_json
-from .bson_io import open_store
+from .bson_io import source_bson
+from .errors import InputError, WorkerLost
 from .params import Section
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,11 @@ HASH_SCHEMA = pa.schema([
 VOTE_SCHEMA = pa.schema([("md5", pa.string()), ("category_id", pa.int64()), ("votes", pa.int64())])
 DUP_SCHEMA = pa.schema([("split", pa.string()), ("_id", pa.int64()), ("img_idx", pa.int32()),
                         ("category_id", pa.int64()), ("md5", pa.string())])
+#: The bucket files also carry where each picture is, for the blank check (not written to any output).
+BUCKET_SCHEMA = pa.schema([*DUP_SCHEMA, ("jpeg_offset", pa.int64()), ("jpeg_length", pa.int32())])
+SPLITS = ("train", "test")
+#: Duplicated pictures per blank-check task of a worker.
+BLANK_CHUNK = 2000
 
 
 @dataclass(frozen=True)
@@ -46,32 +58,67 @@ class DedupConfig(Section):
     buckets: int  # hash partitions processed one at a time
     placeholder_min_categories: int  # a picture in this many categories is a placeholder
     blank_std: float  # grey-level std below which a duplicated picture counts as blank
+    workers: int  # processes decoding pictures for the blank check; 0 = all cores, 1 = this process
 
     def check(self) -> None:
         self.require("buckets", 1 <= self.buckets <= 65536, "1 to 65536 partitions (64+ for the real 15 M pictures)")
         self.require("placeholder_min_categories", self.placeholder_min_categories >= 2,
                      ">= 2 (a picture shared by this many categories says nothing about any of them)")
         self.require("blank_std", self.blank_std >= 0, ">= 0 (0 = no blank check)")
+        self.require("workers", self.workers >= 0, "0 (all cores) or a number of processes (1 = no pool)")
+
+
+#: Value of each ASCII byte as a hex digit (-1: not one).
+_HEX_VALUE = np.full(256, -1, dtype=np.int64)
+_HEX_VALUE[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+_HEX_VALUE[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+
+
+def _buckets_of(md5: pa.Array, buckets: int) -> np.ndarray:
+    """Bucket of each hash: its first 4 hex digits modulo ``buckets`` (read from the string buffer at once)."""
+    if isinstance(md5, pa.ChunkedArray):
+        md5 = md5.combine_chunks()
+    n = len(md5)
+    if n and md5.null_count == 0 and md5.type == pa.string():
+        offsets = np.frombuffer(md5.buffers()[1], np.int32)[md5.offset : md5.offset + n + 1]
+        data = np.frombuffer(md5.buffers()[2], np.uint8)
+        if (np.diff(offsets) == 32).all():
+            digits = _HEX_VALUE[data[offsets[:-1, None] + np.arange(4)]]
+            if (digits >= 0).all():
+                return (digits @ np.array([4096, 256, 16, 1])) % buckets
+    prefix_to_bucket = {f"{i:04x}": i % buckets for i in range(1 << 16)}  # anything else: the general way
+    return md5.to_pandas().str.slice(0, 4).map(prefix_to_bucket).to_numpy().astype(np.int64)
+
+
+def _constant_strings(value: str, n: int) -> pa.Array:
+    """``n`` times the same string, built as one buffer."""
+    raw = value.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(raw)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(raw * n))
 
 
 def _partition(interim: Path, parts: Path, buckets: int, batch_rows: int) -> list[Path]:
-    """Stream both image tables into ``buckets`` files keyed by the hash's first bytes."""
+    """Stream both image tables into ``buckets`` files keyed by the hash's first bytes (file order kept
+    within each bucket: train first, then test)."""
     paths = [parts / f"bucket-{b:04d}.parquet" for b in range(buckets)]
-    writers = [pq.ParquetWriter(p, DUP_SCHEMA) for p in paths]
-    prefix_to_bucket = {f"{i:04x}": i % buckets for i in range(1 << 16)}
+    writers = [pq.ParquetWriter(p, BUCKET_SCHEMA) for p in paths]
     try:
-        for split in ("train", "test"):
+        for split in SPLITS:
             f = pq.ParquetFile(interim / f"{split}_images.parquet")
-            cols = ["_id", "img_idx", "md5"] + (["category_id"] if split == "train" else [])
+            cols = ["_id", "img_idx", "md5", "jpeg_offset", "jpeg_length"] + (["category_id"] if split == "train" else [])
             for batch in f.iter_batches(batch_size=batch_rows, columns=cols):
-                df = batch.to_pandas()
-                df["split"] = split
-                if split == "test":
-                    df["category_id"] = pd.array([None] * len(df), dtype="Int64")
-                bucket = df["md5"].str.slice(0, 4).map(prefix_to_bucket).to_numpy()
-                for b, rows in df.groupby(bucket, sort=False):
-                    writers[int(b)].write_table(pa.Table.from_pandas(rows[DUP_SCHEMA.names], schema=DUP_SCHEMA,
-                                                                     preserve_index=False))
+                n = batch.num_rows
+                cat = batch.column("category_id") if split == "train" else pa.nulls(n, pa.int64())
+                table = pa.table({"split": _constant_strings(split, n), "_id": batch.column("_id"),
+                                  "img_idx": batch.column("img_idx"), "category_id": cat, "md5": batch.column("md5"),
+                                  "jpeg_offset": batch.column("jpeg_offset"),
+                                  "jpeg_length": batch.column("jpeg_length")}, schema=BUCKET_SCHEMA)
+                bucket = _buckets_of(batch.column("md5"), buckets)
+                order = np.argsort(bucket, kind="stable")
+                table = table.take(pa.array(order))
+                bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=buckets))])
+                for b in np.flatnonzero(np.diff(bounds)):
+                    writers[b].write_table(table.slice(bounds[b], bounds[b + 1] - bounds[b]))
     finally:
         for w in writers:
             w.close()
@@ -79,22 +126,26 @@ def _partition(interim: Path, parts: Path, buckets: int, batch_rows: int) -> lis
 
 
 def _aggregate(rows: pd.DataFrame, placeholder_min_categories: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Per-hash counts, per-hash category votes and the duplicated rows of one bucket."""
+    """Per-hash counts, per-hash category votes and the duplicated rows of one bucket.
+
+    The hashes frame also holds the first row's ``jpeg_offset`` / ``jpeg_length`` (for the blank check).
+    """
     size = rows.groupby("md5", sort=False)["split"].transform("size")
     dup = rows[size > 1]
     if dup.empty:
         return (pd.DataFrame(columns=HASH_SCHEMA.names), pd.DataFrame(columns=VOTE_SCHEMA.names),
                 dup[DUP_SCHEMA.names])
     g = dup.groupby("md5", sort=True)
+    n_train = (dup["split"] == "train").groupby(dup["md5"], sort=True).sum().astype("int64")
     hashes = pd.DataFrame({
-        "n_train": g["split"].agg(lambda s: int((s == "train").sum())),
-        "n_test": g["split"].agg(lambda s: int((s == "test").sum())),
+        "n_train": n_train,
+        "n_test": g.size().astype("int64") - n_train,
         "n_categories": g["category_id"].nunique(),
     })
     first = g.head(1).set_index("md5")
-    hashes["first_split"] = first["split"]
-    hashes["first_id"] = first["_id"]
-    hashes["first_img_idx"] = first["img_idx"]
+    for col, src in (("first_split", "split"), ("first_id", "_id"), ("first_img_idx", "img_idx"),
+                     ("jpeg_offset", "jpeg_offset"), ("jpeg_length", "jpeg_length")):
+        hashes[col] = first[src]
     train = dup[dup["split"] == "train"]
     votes = (train.groupby(["md5", "category_id"]).size().rename("votes").reset_index()
              .astype({"category_id": "int64", "votes": "int64"}))
@@ -102,7 +153,8 @@ def _aggregate(rows: pd.DataFrame, placeholder_min_categories: int) -> tuple[pd.
     hashes = hashes.join(top.set_index("md5").rename(columns={"category_id": "top_category", "votes": "top_votes"}))
     hashes[["top_category", "top_votes"]] = hashes[["top_category", "top_votes"]].fillna(0).astype("int64")
     hashes["is_placeholder"] = hashes["n_categories"] >= placeholder_min_categories
-    return hashes.reset_index()[HASH_SCHEMA.names], votes[VOTE_SCHEMA.names], dup[DUP_SCHEMA.names]
+    return (hashes.reset_index()[HASH_SCHEMA.names + ["jpeg_offset", "jpeg_length"]], votes[VOTE_SCHEMA.names],
+            dup[DUP_SCHEMA.names])
 
 
 def image_std(jpeg: bytes) -> float:
@@ -110,6 +162,107 @@ def image_std(jpeg: bytes) -> float:
     img = Image.open(io.BytesIO(jpeg))
     img.draft("L", (img.width // 8, img.height // 8))
     return float(np.asarray(img.convert("L"), dtype=np.float32).std())
+
+
+def _blank_chunk(task: tuple[str, np.ndarray, np.ndarray, np.ndarray, float]) -> np.ndarray:
+    """Blank flags of pictures of one BSON file, read by offset (one ``pread`` each, in file order)."""
+    path, offsets, lengths, ids, blank_std = task
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        flags = np.zeros(len(offsets), dtype=bool)
+        for i, (off, n) in enumerate(zip(offsets.tolist(), lengths.tolist())):
+            data = os.pread(fd, n, off)
+            if len(data) != n:
+                raise InputError(path, "file shorter than its image index (changed since decode?)", offset=off,
+                                 product_id=int(ids[i]))
+            flags[i] = image_std(data) < blank_std
+        return flags
+    finally:
+        os.close(fd)
+
+
+class _BlankCheck:
+    """Near-blank (low variance) check of duplicated pictures, each read once, spread over processes.
+
+    A worker that dies (OOM killer, ``kill -9``) raises :class:`~cdiscount.errors.WorkerLost` instead
+    of hanging the stage (``concurrent.futures`` notices the death).
+    """
+
+    def __init__(self, interim: Path, blank_std: float, workers: int) -> None:
+        self.interim, self.blank_std = interim, blank_std
+        self.paths = {split: str(source_bson(interim, split)) for split in SPLITS}
+        workers = workers or os.cpu_count() or 1
+        self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) if workers > 1 else None
+
+    def __call__(self, hashes: pd.DataFrame) -> np.ndarray:
+        flags = np.zeros(len(hashes), dtype=bool)
+        split = hashes["first_split"].to_numpy()
+        offsets, lengths = hashes["jpeg_offset"].to_numpy(), hashes["jpeg_length"].to_numpy()
+        ids = hashes["first_id"].to_numpy()
+        tasks, where = [], []
+        for s in SPLITS:
+            rows = np.flatnonzero(split == s)
+            rows = rows[np.argsort(offsets[rows], kind="stable")]  # read each file forwards
+            for chunk in np.array_split(rows, -(-len(rows) // BLANK_CHUNK)) if len(rows) else []:
+                tasks.append((self.paths[s], offsets[chunk], lengths[chunk], ids[chunk], self.blank_std))
+                where.append(chunk)
+        if self.pool is None:
+            results = map(_blank_chunk, tasks)
+        else:
+            results = self.pool.map(_blank_chunk, tasks)
+        try:
+            for chunk, got in zip(where, results):
+                flags[chunk] = got
+        except BrokenProcessPool:  # a killed worker: say so, rather than the pool's bare message
+            raise WorkerLost(f"{self.interim}: blank check of duplicated pictures", "lower dedup.workers") from None
+        return flags
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+#: Rows per row group of ``pq.write_table`` when not told otherwise.
+_ROW_GROUP = 1024 * 1024
+
+
+class _WholeTableWriter:
+    """Writes tables one after another exactly as ``pq.write_table`` of their concatenation would (the same
+    row groups of :data:`_ROW_GROUP` rows, hence the same bytes), holding at most one row group."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+        self.empty: pa.Table | None = None
+
+    def write(self, table: pa.Table) -> None:
+        if not table.num_rows:
+            self.empty = self.empty or table
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.pending.append(table)
+        self.rows += table.num_rows
+        while self.rows >= _ROW_GROUP:
+            whole = pa.concat_tables(self.pending)
+            self.writer.write_table(whole.slice(0, _ROW_GROUP), row_group_size=_ROW_GROUP)
+            rest = whole.slice(_ROW_GROUP)
+            self.pending, self.rows = [rest], rest.num_rows
+
+    def close(self) -> None:
+        if self.writer is None:  # no rows at all: what write_table writes for an empty table
+            pq.write_table(self.empty, self.path)
+            return
+        if self.rows:
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=_ROW_GROUP)
+        self.writer.close()
+
+
+def _as_read_back(frame: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
+    """``frame`` with the dtypes it would have after a parquet round trip through ``schema``."""
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False).to_pandas()
 
 
 def run_dedup(
@@ -121,72 +274,78 @@ def run_dedup(
     batch_rows: int = 1_000_000,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Find duplicate pictures; write ``hashes``, ``votes``, ``duplicates`` and ``test_matches`` tables."""
+    """Find duplicate pictures; write ``hashes``, ``votes``, ``duplicates`` and ``test_matches`` tables.
+
+    Memory is bounded by one bucket (plus one row group of the outputs), whatever the number of pictures.
+    """
     interim, out = Path(interim_dir), Path(out_dir)
-    buckets, placeholder_min_categories, blank_std = cfg.buckets, cfg.placeholder_min_categories, cfg.blank_std
     targets = {name: out / f"{name}.parquet" for name in ("hashes", "votes", "duplicates", "test_matches")}
-    metrics: dict[str, Any] = {}
     out.parent.mkdir(parents=True, exist_ok=True)
-    with scratch_dir(out.parent, "dedup-buckets") as parts, \
-            publish(targets) as tmp:
-        bucket_paths = _partition(interim, Path(parts), buckets, batch_rows)
-        with pq.ParquetWriter(tmp["hashes"], HASH_SCHEMA) as hw, pq.ParquetWriter(tmp["votes"], VOTE_SCHEMA) as vw, \
-                pq.ParquetWriter(tmp["duplicates"], DUP_SCHEMA) as dw:
-            for p in tqdm(bucket_paths, desc="dedup buckets", disable=not progress):
-                hashes, votes, dup = _aggregate(pd.read_parquet(p), placeholder_min_categories)
-                hw.write_table(pa.Table.from_pandas(hashes, schema=HASH_SCHEMA, preserve_index=False))
-                vw.write_table(pa.Table.from_pandas(votes, schema=VOTE_SCHEMA, preserve_index=False))
-                dw.write_table(pa.Table.from_pandas(dup, schema=DUP_SCHEMA, preserve_index=False))
-                p.unlink()
-        hashes = pd.read_parquet(tmp["hashes"])
-        hashes["is_blank"] = _blank_flags(interim, hashes, blank_std, progress)
-        pq.write_table(pa.Table.from_pandas(hashes, preserve_index=False), tmp["hashes"])
-        metrics.update(_test_matches(interim, tmp["duplicates"], hashes, tmp["test_matches"]))
-        n_images = sum(pq.ParquetFile(interim / f"{s}_images.parquet").metadata.num_rows for s in ("train", "test"))
-        dup_rows = pq.ParquetFile(tmp["duplicates"]).metadata.num_rows
-        metrics = {
-            "images": n_images,
-            "distinct_images": n_images - dup_rows + len(hashes),
-            "duplicate_images": dup_rows - len(hashes),  # copies beyond the first of each hash
-            "duplicated_hashes": len(hashes),
-            "placeholder_hashes": int(hashes["is_placeholder"].sum()),
-            "within_category_hashes": int(((hashes["n_categories"] == 1) & (hashes["n_train"] > 1)).sum()),
-            "blank_hashes": int(hashes["is_blank"].sum()),
-            **metrics,
-        }
-        write_json(metrics_path, metrics)
+    counts = {"hashes": 0, "dup_rows": 0, "placeholder": 0, "within_category": 0, "blank": 0, "test_matches": 0}
+    matched_ids: list[np.ndarray] = []
+    blank = _BlankCheck(interim, cfg.blank_std, cfg.workers)
+    try:
+        with scratch_dir(out.parent, "dedup-buckets") as parts, publish(targets) as tmp:
+            bucket_paths = _partition(interim, Path(parts), cfg.buckets, batch_rows)
+            hw, mw = _WholeTableWriter(tmp["hashes"]), _WholeTableWriter(tmp["test_matches"])
+            with pq.ParquetWriter(tmp["votes"], VOTE_SCHEMA) as vw, pq.ParquetWriter(tmp["duplicates"], DUP_SCHEMA) as dw:
+                for p in tqdm(bucket_paths, desc="dedup buckets", disable=not progress):
+                    hashes, votes, dup = _aggregate(pd.read_parquet(p), cfg.placeholder_min_categories)
+                    p.unlink()
+                    vw.write_table(pa.Table.from_pandas(votes, schema=VOTE_SCHEMA, preserve_index=False))
+                    dw.write_table(pa.Table.from_pandas(dup, schema=DUP_SCHEMA, preserve_index=False))
+                    where = hashes[["jpeg_offset", "jpeg_length"]] if "jpeg_offset" in hashes else None
+                    hashes = _as_read_back(hashes[HASH_SCHEMA.names], HASH_SCHEMA)
+                    if where is not None:
+                        hashes[["jpeg_offset", "jpeg_length"]] = where.to_numpy()
+                        hashes["is_blank"] = blank(hashes)
+                        hashes = hashes.drop(columns=["jpeg_offset", "jpeg_length"])
+                    else:
+                        hashes["is_blank"] = np.zeros(0, dtype=bool)
+                    hw.write(pa.Table.from_pandas(hashes, preserve_index=False))
+                    matches = _test_matches(_as_read_back(dup, DUP_SCHEMA), hashes)
+                    mw.write(pa.Table.from_pandas(matches, preserve_index=False))
+                    matched_ids.append(matches["_id"].to_numpy())
+                    counts["hashes"] += len(hashes)
+                    counts["dup_rows"] += len(dup)
+                    counts["placeholder"] += int(hashes["is_placeholder"].sum())
+                    counts["within_category"] += int(((hashes["n_categories"] == 1) & (hashes["n_train"] > 1)).sum())
+                    counts["blank"] += int(hashes["is_blank"].sum())
+                    counts["test_matches"] += len(matches)
+            hw.close()
+            mw.close()
+            n_images = sum(pq.ParquetFile(interim / f"{s}_images.parquet").metadata.num_rows for s in SPLITS)
+            metrics = {
+                "images": n_images,
+                "distinct_images": n_images - counts["dup_rows"] + counts["hashes"],
+                "duplicate_images": counts["dup_rows"] - counts["hashes"],  # copies beyond the first of each hash
+                "duplicated_hashes": counts["hashes"],
+                "placeholder_hashes": counts["placeholder"],
+                "within_category_hashes": counts["within_category"],
+                "blank_hashes": counts["blank"],
+                "test_images_with_train_match": counts["test_matches"],
+                **_product_matches(interim, np.concatenate(matched_ids) if matched_ids else np.zeros(0, np.int64)),
+            }
+            write_json(metrics_path, metrics)
+    finally:
+        blank.close()
     log.info("dedup: %s", metrics)
     return metrics
 
 
-def _blank_flags(interim: Path, hashes: pd.DataFrame, blank_std: float, progress: bool) -> np.ndarray:
-    """Near-blank (low variance) check of every duplicated picture, read once per hash."""
-    flags = np.zeros(len(hashes), dtype=bool)
-    stores = {}
-    try:
-        for i, (split, pid, idx) in enumerate(tqdm(
-                zip(hashes["first_split"], hashes["first_id"], hashes["first_img_idx"]),
-                total=len(hashes), desc="blank check", disable=not progress)):
-            if split not in stores:
-                stores[split] = open_store(interim, split)
-            flags[i] = image_std(stores[split].read_image(int(pid), int(idx))) < blank_std
-    finally:
-        for s in stores.values():
-            s.close()
-    return flags
-
-
-def _test_matches(interim: Path, duplicates: Path, hashes: pd.DataFrame, out: Path) -> dict[str, int]:
-    """Test pictures whose hash also occurs in train, and product-level match counts."""
-    dup = pd.read_parquet(duplicates, columns=["split", "_id", "img_idx", "md5"])
+def _test_matches(dup: pd.DataFrame, hashes: pd.DataFrame) -> pd.DataFrame:
+    """Test pictures of one bucket whose hash also occurs in train."""
     in_train = hashes.loc[hashes["n_train"] > 0, ["md5", "is_placeholder", "is_blank"]]
-    matches = dup[dup["split"] == "test"].drop(columns="split").merge(in_train, on="md5")
-    matches.to_parquet(out, index=False)
+    return dup.loc[dup["split"] == "test", ["split", "_id", "img_idx", "md5"]].drop(columns="split").merge(
+        in_train, on="md5")
+
+
+def _product_matches(interim: Path, matched_ids: np.ndarray) -> dict[str, int]:
+    """Product-level match counts from the ``_id`` of every matched test picture."""
     test = pd.read_parquet(interim / "test_products.parquet", columns=["_id", "n_imgs"])
-    per_product = matches.groupby("_id").size()
+    per_product = pd.Series(matched_ids).value_counts()
     n_matched = test["_id"].map(per_product).fillna(0).to_numpy()
     return {
-        "test_images_with_train_match": int(len(matches)),
         "test_products_with_train_match": int((n_matched > 0).sum()),
         "test_products_fully_matched": int((n_matched >= test["n_imgs"].to_numpy()).sum()),
     }
