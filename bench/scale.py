@@ -404,11 +404,11 @@ def stage_plan(clone: Path, skip: Sequence[str]) -> list[tuple[str, list[Path]]]
     repo = Repo(str(clone))
     try:
         stages = list(repo.index.stages)
-        position = {s.addressing: i for i, s in enumerate(stages)}
+        position = {s.name: i for i, s in enumerate(stages)}  # name: "specific@g0" (addressing is relative to the cwd)
         graph = repo.index.graph.reverse()  # DVC's edges point from a stage to what it depends on
-        order = nx.lexicographical_topological_sort(graph, key=lambda s: position[s.addressing])
-        return [(s.addressing, [clone / o.def_path for o in s.outs]) for s in order
-                if s.addressing in position and s.addressing not in skip and group_of(s.addressing) not in skip]
+        order = nx.lexicographical_topological_sort(graph, key=lambda s: position[s.name])
+        return [(s.name, [clone / o.def_path for o in s.outs]) for s in order
+                if s.name in position and s.name not in skip and group_of(s.name) not in skip]
     finally:
         repo.close()
 
