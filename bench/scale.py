@@ -72,9 +72,10 @@ class TreeSampler:
     forked processes once per process (an upper bound of the real footprint).
     """
 
-    def __init__(self, pid: int, interval: float = 0.2) -> None:
-        self.pid, self.interval = pid, interval
+    def __init__(self, pid: int, interval: float = 0.2, pss: bool = True) -> None:
+        self.pid, self.interval, self.pss = pid, interval, pss
         self.peak_bytes = 0
+        self.peak_pss_bytes = 0  # proportional set size: shared pages split between their processes
         self.peak_processes = 0
         self.samples = 0
         self._stop = threading.Event()
@@ -88,15 +89,20 @@ class TreeSampler:
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return 0
-        total = 0
+        total = pss = 0
         for p in procs:
             try:
                 total += p.memory_info().rss
-            except psutil.Error:  # exited between listing and reading
+                if self.pss:
+                    pss += p.memory_full_info().pss  # /proc/PID/smaps_rollup
+            except psutil.Error:  # exited between listing and reading (or smaps unreadable)
                 pass
+            except AttributeError:  # no PSS on this platform
+                self.pss = False
         self.samples += 1
         if total > self.peak_bytes:
             self.peak_bytes, self.peak_processes = total, len(procs)
+        self.peak_pss_bytes = max(self.peak_pss_bytes, pss)
         return total
 
     def _run(self) -> None:
@@ -121,6 +127,7 @@ class Measured:
     peak_rss_mb: float
     processes: int
     log_tail: str = ""
+    peak_pss_mb: float = 0.0
 
 
 def measure(argv: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None, interval: float = 0.2,
@@ -150,7 +157,7 @@ def measure(argv: Sequence[str], *, cwd: Path, env: dict[str, str] | None = None
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
     return Measured(rc, round(wall, 2), round(cpu, 2), round(sampler.peak_bytes / 2**20, 1),
-                    sampler.peak_processes, tail)
+                    sampler.peak_processes, tail, round(sampler.peak_pss_bytes / 2**20, 1))
 
 
 def tree_bytes(paths: Sequence[Path]) -> int:
@@ -212,6 +219,7 @@ class StageResult:
     peak_rss_mb: float
     processes: int
     out_mb: float
+    peak_pss_mb: float = 0.0  # summed PSS (shared pages counted once in all): the tree's real footprint
 
 
 def group_of(stage: str) -> str:
@@ -286,7 +294,7 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
     cell = {(r.stage, r.fraction): r for r in results}
     head = ["stage"]
     for f in fractions:
-        head += [f"F={f:g} wall s", "CPU s", "peak RSS MB", "outs MB"]
+        head += [f"F={f:g} wall s", "CPU s", "peak RSS MB", "PSS MB", "outs MB"]
     head += ["time exp", "RSS exp", "F=1 wall h", "F=1 RSS GB", "F=1 outs GB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in stages:
@@ -294,10 +302,11 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
         for f in fractions:
             r = cell.get((s, f))
             if r is None:
-                row += ["", "", "", ""]
+                row += ["", "", "", "", ""]
             else:
                 wall = f"{r.wall_s:.1f}" + ("" if r.rc == 0 else f" (rc {r.rc})")
-                row += [wall, f"{r.cpu_s:.1f}", f"{r.peak_rss_mb:.0f}", f"{r.out_mb:.1f}"]
+                row += [wall, f"{r.cpu_s:.1f}", f"{r.peak_rss_mb:.0f}", _fmt(r.peak_pss_mb and round(r.peak_pss_mb)),
+                        f"{r.out_mb:.1f}"]
         a = analysis.get(s, {})
         wall1, rss1, out1 = a.get("wall_s_at_1"), a.get("peak_rss_mb_at_1"), a.get("out_mb_at_1")
         row += [_fmt(a.get("time_exponent"), ".2f"), _fmt(a.get("rss_exponent"), ".2f"),
@@ -307,7 +316,7 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
     for f in fractions:
         rs = [r for r in results if r.fraction == f]
         totals += [f"{sum(r.wall_s for r in rs):.1f}", f"{sum(r.cpu_s for r in rs):.1f}",
-                   f"{max(r.peak_rss_mb for r in rs):.0f}", f"{sum(r.out_mb for r in rs):.1f}"]
+                   f"{max(r.peak_rss_mb for r in rs):.0f}", "", f"{sum(r.out_mb for r in rs):.1f}"]
     wall1 = [a["wall_s_at_1"] for a in analysis.values() if a.get("wall_s_at_1")]
     out1 = [a["out_mb_at_1"] for a in analysis.values() if a.get("out_mb_at_1")]
     totals += ["", "", _fmt(wall1 and sum(wall1) / 3600, ".2f"), "", _fmt(out1 and sum(out1) / 1000, ".1f")]
@@ -331,16 +340,32 @@ def targets_report(analysis: dict[str, dict[str, Any]]) -> str:
 # The run: data, a copy of the repository, the stages
 
 
+#: What the stages run: a change elsewhere (this benchmark, tests, README) keeps earlier results valid.
+MEASURED_CODE = ("src", "stages", "dvc.yaml", "params.yaml", "pyproject.toml")
+
+
 def fingerprint(repo: Path = REPO) -> str:
-    """HEAD's commit plus a hash of the working tree's changes: which code was measured."""
-    head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, capture_output=True,
+    """A hash of the code the stages run (:data:`MEASURED_CODE` at HEAD plus the working tree's changes
+    to it): results measured on the same code share it, whatever was committed since."""
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, check=True).stdout
+
+    h = hashlib.sha1()
+    for p in MEASURED_CODE:
+        h.update(subprocess.run(["git", "rev-parse", f"HEAD:{p}"], cwd=repo, capture_output=True).stdout)
+    h.update(git("diff", "HEAD", "--binary", "--", *MEASURED_CODE))
+    for p in _changed_files(repo)[1]:
+        if p.split("/", 1)[0] in MEASURED_CODE:
+            h.update(p.encode() + (repo / p).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def commit_label(repo: Path = REPO) -> str:
+    """HEAD's short commit, with ``+changes`` when the working tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short=7", "HEAD"], cwd=repo, capture_output=True,
                           text=True, check=True).stdout.strip()
-    diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=repo, capture_output=True, check=True).stdout
-    untracked = _changed_files(repo)[1]
-    h = hashlib.sha1(diff)
-    for p in untracked:
-        h.update(p.encode() + (repo / p).read_bytes())
-    return head if not diff and not untracked else f"{head}+{h.hexdigest()[:8]}"
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    return head + ("+changes" if dirty else "")
 
 
 def _changed_files(repo: Path) -> tuple[list[str], list[str], list[str]]:
@@ -447,8 +472,9 @@ def run_fraction(fraction: float, args: argparse.Namespace, env: dict[str, str])
             m = measure([str(Path(sys.executable).parent / "dvc"), "repro", "-s", stage], cwd=clone, env=stage_env,
                         interval=args.poll, timeout=args.stage_timeout, log=clone.parent / f"{stage}.log")
             r = StageResult(fraction, stage, n_train, m.rc, m.wall_s, m.cpu_s, m.peak_rss_mb, m.processes,
-                            round(tree_bytes(outs) / 1e6, 2))
+                            round(tree_bytes(outs) / 1e6, 2), m.peak_pss_mb)
             print(f"rc {m.rc}, {m.wall_s:.1f} s wall, {m.cpu_s:.1f} s CPU, {m.peak_rss_mb:.0f} MB peak "
+                  f"(PSS {m.peak_pss_mb:.0f} MB) "
                   f"({m.processes} processes), outs {r.out_mb:.1f} MB", flush=True)
             results.append(asdict(r))
             if m.rc:
@@ -487,6 +513,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=str(REPO / "src"))
     code = fingerprint()
+    label = f"{commit_label()} (code {code})"
     (args.cache / "results").mkdir(parents=True, exist_ok=True)
     mode = "io" if args.io_only else "all"
     per_fraction = []
@@ -500,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_fraction.append(res)
     results = [StageResult(**r) for pf in per_fraction for r in pf["stages"]]
     analysis = analyse(results)
-    print(f"\nscale benchmark on {os.cpu_count()} cores, code {code}, synth --pictures {args.pictures} "
+    print(f"\nscale benchmark on {os.cpu_count()} cores, commit {label}, synth --pictures {args.pictures} "
           f"--picture-px {args.picture_px} --seed {args.seed}, preset scale\n")
     print(table(results, analysis))
     print("\ngrowth (time ~ N^a, peak RSS ~ N^b, least squares in log-log over the fractions); F = 1.0 "
@@ -513,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{_fmt(pf.get('decode_train_mb_per_s'))} MB/s (decode/plain = {_fmt(ratio and 1 / ratio, '.2f')}x)")
     print("\ntargets (issue 11, deliverable 4; printed, not asserted):")
     print(targets_report(analysis))
-    write_outputs(args.out, code, per_fraction, results, analysis, vars(args))
+    write_outputs(args.out, label, per_fraction, results, analysis, vars(args))
     return 0
 
 

@@ -101,6 +101,7 @@ def test_sampler_sums_the_rss_of_a_process_tree_and_measure_counts_its_cpu(tmp_p
     """)
     m = scale.measure([sys.executable, "-c", code], cwd=tmp_path, interval=0.05, log=tmp_path / "log")
     assert m.rc == 0 and m.processes == 2
+    assert 150 < m.peak_pss_mb < m.peak_rss_mb  # PSS counts the parent's pages shared with the child once
     assert m.peak_rss_mb > 2 * 150 + 100  # each holds its own 150 MB; parent's pages count in the child too
     assert m.cpu_s >= 1.1  # 0.6 s of each, the waited child included
     assert m.wall_s >= 0.6
@@ -119,6 +120,8 @@ def test_copy_of_the_repository_carries_uncommitted_changes(tmp_path: Path) -> N
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     (repo / "a.txt").write_text("committed")
+    (repo / "src").mkdir()
+    (repo / "src" / "code.py").write_text("x = 1")
     (repo / "gone.txt").write_text("x")
     (repo / ".gitignore").write_text("ignored/\n")
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
@@ -131,4 +134,10 @@ def test_copy_of_the_repository_carries_uncommitted_changes(tmp_path: Path) -> N
     dest = scale.copy_repository(tmp_path / "copy", repo)
     assert (dest / "a.txt").read_text() == "changed" and (dest / "new.txt").read_text() == "new"
     assert not (dest / "gone.txt").exists() and not (dest / "ignored").exists()
-    assert scale.fingerprint(repo) == scale.fingerprint(dest) and "+" in scale.fingerprint(repo)  # same code
+    assert scale.fingerprint(repo) == scale.fingerprint(dest)  # the same code
+    before = scale.fingerprint(repo)
+    (repo / "src" / "code.py").write_text("x = 2")  # the code the stages run: another fingerprint
+    assert scale.fingerprint(repo) != before
+    (repo / "src" / "code.py").write_text("x = 1")
+    (repo / "new.txt").write_text("outside the measured code")
+    assert scale.fingerprint(repo) == before and scale.commit_label(repo).endswith("+changes")
