@@ -319,7 +319,8 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
                    f"{max(r.peak_rss_mb for r in rs):.0f}", "", f"{sum(r.out_mb for r in rs):.1f}"]
     wall1 = [a["wall_s_at_1"] for a in analysis.values() if a.get("wall_s_at_1")]
     out1 = [a["out_mb_at_1"] for a in analysis.values() if a.get("out_mb_at_1")]
-    totals += ["", "", _fmt(wall1 and sum(wall1) / 3600, ".2f"), "", _fmt(out1 and sum(out1) / 1000, ".1f")]
+    totals += ["", "", _fmt(sum(wall1) / 3600 if wall1 else None, ".2f"), "",
+               _fmt(sum(out1) / 1000 if out1 else None, ".1f")]
     lines.append("| " + " | ".join(totals) + " |")
     return "\n".join(lines)
 

@@ -63,6 +63,8 @@ def test_table_has_a_row_per_stage_and_the_fits() -> None:
     assert lines[0].startswith("| stage | F=0.001 wall s") and "F=1 wall h" in lines[0]
     assert lines[2].startswith("| decode | 10.0 |") and "1.00" in lines[2]
     assert "(rc 2)" in lines[3] and lines[-1].startswith("| **total**")
+    one = [r for r in rows if r.fraction == 0.001]  # one fraction: no fit, dashes
+    assert "| - | - |" in scale.table(one, scale.analyse(one))
 
 
 def test_stage_plan_reads_dvc_yaml_in_dependency_order_with_foreach_entries(tmp_path: Path, monkeypatch) -> None:
