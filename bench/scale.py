@@ -324,7 +324,7 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
                 row += ["", "", "", "", ""]
             else:
                 wall = f"{r.wall_s:.1f}" + ("" if r.rc == 0 else f" (rc {r.rc})")
-                row += [wall, f"{r.cpu_s:.1f}", f"{r.peak_rss_mb:.0f}", _fmt(r.peak_pss_mb and round(r.peak_pss_mb)),
+                row += [wall, f"{r.cpu_s:.1f}", f"{r.peak_rss_mb:.0f}", _fmt(round(r.peak_pss_mb) if r.peak_pss_mb else None),
                         f"{r.out_mb:.1f}"]
         a = analysis.get(s, {})
         wall1, rss1, out1 = a.get("wall_s_at_1"), a.get("peak_rss_mb_at_1"), a.get("out_mb_at_1")
