@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench report ocr-engine clean-venv
+.PHONY: setup repro test bench bench-scale report ocr-engine clean-venv
 
 ## setup: create .venv, install the package (editable, pinned deps) and the OCR engine. Idempotent.
 setup: $(VENV)/.installed ocr-engine
@@ -45,3 +45,8 @@ report: setup
 
 clean-venv:
 	rm -rf $(VENV)
+
+## bench-scale: the real-scale benchmark (bench/scale.py): FRACTIONS of the real counts, in temporary copies.
+FRACTIONS ?= 0.003 0.01 0.03
+bench-scale: setup
+	python bench/scale.py $(FRACTIONS)

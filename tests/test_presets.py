@@ -44,6 +44,10 @@ def test_every_preset_names_existing_keys_with_accepted_values(name: str, mode: 
     for o in overrides:  # each value landed in params.yaml as written
         key, value = o.split("=", 1)
         section, field = key.split(".")
+        if isinstance(params[section][field], list):  # e.g. [COFFRET CADEAU BOX]: items may hold spaces
+            items = [v.strip().strip("'\"") for v in value.strip("[]").split(",") if v.strip()]
+            assert [str(v) for v in params[section][field]] == items, o
+            continue
         assert str(params[section][field]).replace(" ", "").lower() == value.lower() or \
             float(params[section][field]) == float(value)
 
@@ -120,3 +124,17 @@ def test_cli_lists_prints_and_runs_presets(monkeypatch, capsys) -> None:
     assert main(["preset", "report003-lenet5", "--run"]) == 0
     assert len(ran) == 1 and Path(ran[0][0]).name == "dvc" and ran[0][1:4] == ["exp", "run", "-n"]
     assert ran[0][1:] == shlex.split(capsys.readouterr().out.strip().splitlines()[-1])[1:]
+
+
+def test_scale_preset_caps_training_only_and_reads_one_existing_small_group(tmp_path: Path) -> None:
+    from cdiscount.synth import official_categories
+
+    overrides, notes = resolve_preset("scale", sample=False)
+    params = _apply(tmp_path, overrides)
+    assert not notes and PRESETS["scale"].report is False
+    assert params["split"]["cap_per_category"] == 0  # every product reaches the stages after training
+    assert params["train"]["cap_per_category"] > 0 and params["train"]["image_size"] <= 64
+    assert params["train"]["head_epochs"] + params["train"]["full_epochs"] == 1
+    level1 = set(official_categories()["category_level1"].str.strip())
+    assert params["ocr"]["level1"] and set(params["ocr"]["level1"]) <= level1
+    assert "# why:" in describe("scale") and "differs from the report" not in describe("scale")

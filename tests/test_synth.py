@@ -303,3 +303,75 @@ def test_a_failed_run_leaves_nothing_behind(fast: None, tmp_path: Path, monkeypa
     with pytest.raises(RuntimeError, match="boom"):
         synth.synthesize(tmp_path / "raw", F, 32, 0, progress=False)
     assert list(tmp_path.iterdir()) == []  # no folder, no half-written file, no temp
+
+
+# --------------------------------------------------------------------------------------------
+# Bank mode: a bounded bank of drawings per category, reused under unique bytes
+
+
+def _first_seen(folder: Path) -> dict[str, list[int]]:
+    """Per file, each picture's index of first occurrence of its bytes (train, then test, in file order):
+    the duplicate structure alone, whatever the bytes."""
+    first: dict[str, int] = {}
+    out: dict[str, list[int]] = {}
+    for split in ("train", "test"):
+        out[split] = [first.setdefault(_md5(i["picture"]), len(first)) for d in _docs(folder / f"{split}.bson")
+                      for i in d["imgs"]]
+    return out
+
+
+def test_tag_keeps_the_pixels_and_passes_the_whole_jpeg_check() -> None:
+    from cdiscount.bson_io import jpeg_problem
+
+    painter = synth._Painter(synth.official_categories(), 0, 32)
+    raw = painter.jpeg(draw.placeholder_unavailable())
+    tagged = synth.tag_jpeg(raw, b"cdiscount-synth 0 12 3")
+    assert tagged != raw and _md5(tagged) != _md5(raw) and len(tagged) == len(raw) + 4 + 22
+    assert jpeg_problem(tagged) is None and tagged[2:4] == raw[2:4]  # the JFIF APP0 segment stays first
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(tagged))), np.asarray(Image.open(io.BytesIO(raw))))
+    assert synth.tag_jpeg(b"\xff\xd8\xff\xdb" + b"x" * 10, b"t")[:7] == b"\xff\xd8\xff\xfe\x00\x03t"  # no APP0
+
+
+def test_bank_mode_has_exactly_the_duplicates_of_draw_mode(fast: None, tmp_path: Path) -> None:
+    """Same seed: the plan is the same in both modes, so the same pictures repeat, and only those."""
+    draw_s = synth.synthesize(tmp_path / "draw", 0.002, 32, 0, progress=False)
+    bank_s = synth.synthesize(tmp_path / "bank", 0.002, 32, 0, progress=False, pictures="bank", bank_size=2)
+    assert bank_s["pictures_from_bank"] > 0.3 * bank_s["pictures_drawn"]  # the bank is really used
+    assert bank_s["pictures_drawn"] + bank_s["pictures_from_bank"] == draw_s["pictures_drawn"]
+    assert _first_seen(tmp_path / "bank") == _first_seen(tmp_path / "draw")
+    assert (tmp_path / "bank" / "test_solution.csv").read_bytes() == (tmp_path / "draw" / "test_solution.csv").read_bytes()
+    s = _shares(*_tables(tmp_path / "bank"))
+    assert abs(s["dup"] - 0.37) < 0.015 and abs(s["relist"] - 0.42) < 0.025  # as test_shares_at_a_larger_scale
+
+
+def test_bank_mode_pictures_decode_are_deterministic_and_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real drawings, bank of 1 picture per category: every picture passes decode (on_error: raise) and
+    PIL; a banked picture has its bank entry's pixels; workers do not change a byte; the bank never
+    holds more than size + 3 pictures a category (a product's 1-4 pictures are banked together)."""
+    banks: list[synth._Bank] = []
+
+    class Recorded(synth._Bank):
+        def __init__(self, *a, **k) -> None:
+            super().__init__(*a, **k)
+            banks.append(self)
+
+    monkeypatch.setattr(synth, "_Bank", Recorded)
+    runs = {"a": (0, 1), "workers": (0, 2), "other": (1, 1)}
+    summaries = {name: synth.synthesize(tmp_path / name, 0.0002, 32, seed, progress=False, workers=workers,
+                                        pictures="bank", bank_size=1) for name, (seed, workers) in runs.items()}
+    assert summaries["a"]["pictures_from_bank"] > 100
+    for name in OUTPUTS:
+        assert (tmp_path / "workers" / name).read_bytes() == (tmp_path / "a" / name).read_bytes(), name
+    assert (tmp_path / "other" / "train.bson").read_bytes() != (tmp_path / "a" / "train.bson").read_bytes()
+    assert max(len(e) for b in banks for e in b.entries) <= 1 + 3
+    metrics = run_decode(tmp_path / "a", tmp_path / "interim", tmp_path / "metrics", config(DecodeConfig, workers=0),
+                         progress=False)
+    assert metrics["train_skipped_records"] == metrics["test_skipped_records"] == 0
+    pixels: dict[bytes, list[str]] = {}
+    for doc in _docs(tmp_path / "a" / "train.bson"):
+        for img in doc["imgs"]:
+            im = Image.open(io.BytesIO(img["picture"]))
+            assert (im.format, im.size) == ("JPEG", (32, 32))
+            pixels.setdefault(np.asarray(im).tobytes(), []).append(_md5(img["picture"]))
+    reused = [hashes for hashes in pixels.values() if len(set(hashes)) > 1]
+    assert len(reused) > 50  # same pixels under distinct bytes: the bank's copies

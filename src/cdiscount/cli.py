@@ -115,7 +115,8 @@ def _code_deps(args: argparse.Namespace) -> None:
 def _synth(args: argparse.Namespace) -> None:
     from .synth import synthesize
 
-    s = synthesize(args.out, args.fraction, args.picture_px, args.seed, progress=True, workers=args.workers)
+    s = synthesize(args.out, args.fraction, args.picture_px, args.seed, progress=True, workers=args.workers,
+                   pictures=args.pictures, bank_size=args.bank_size)
     print(f"wrote {args.out}: {s['train_products']} train products ({s['train_pictures']} pictures), "
           f"{s['test_products']} test products ({s['test_pictures']} pictures), {s['categories']} categories, "
           f"{sum(s['megabytes'].values()):.1f} MB in {s['seconds']} s")
@@ -190,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--seed", type=int, default=0, help="default 0; the same seed gives the same bytes")
             sp.add_argument("--workers", type=int, default=0,
                             help="processes drawing pictures (default 0: all cores); the output does not depend on it")
+            sp.add_argument("--pictures", choices=["draw", "bank"], default="draw",
+                            help="draw: every new picture drawn (about 9 ms each); bank: --bank-size drawn per "
+                                 "category, later ones reuse them under unique bytes (fast; for time and memory)")
+            sp.add_argument("--bank-size", type=int, default=8,
+                            help="bank mode: pictures drawn per category (default 8)")
     return ap
 
 

@@ -27,6 +27,18 @@ the pipeline is right, not that it holds at 7 M products and 5,270 categories. T
   a style point per category, covers with titles from the category's name), at 180 px like the
   real pictures, then scaled to ``picture_px``.
 
+Pictures, two modes (``pictures``): ``draw`` (the default) draws every new picture, about 9 ms of
+one core each, 24 core-hours at F = 1.0; ``bank`` draws the first :data:`BANK_SIZE` new pictures of
+each category (the same drawing code, the same random streams) and gives every later new picture of
+the category a bank entry picked at random, made unique by a JPEG comment segment (COM, ``FFFE``)
+naming its product and slot: no pixel is changed and nothing is re-encoded, so it costs a copy of
+the bytes, every picture still decodes, and MD5 duplicates are exactly the relists and placeholders
+of ``draw`` mode (the plan, a separate random stream, is the same in both modes). The bank holds at
+most ``5,270 x (BANK_SIZE + 3)`` pictures whatever the fraction (about 60 MB at 32 px). What it
+costs in realism: products of a category repeat a few drawings *pixel for pixel* under distinct
+MD5s, so picture-similarity methods (the organiser's baseline) and a memorising backbone score
+higher than on ``draw`` data; use ``bank`` to measure time and memory, ``draw`` to measure accuracy.
+
 Everything streams (documents are encoded and written one by one into a temporary folder that
 replaces the output folder only when complete), and the bytes depend only on the seed: each
 product draws its pictures from its own random stream, so ``workers`` changes the speed, never
@@ -101,9 +113,13 @@ JPEG_QUALITY = 85
 INSTRUCTIONS_CATEGORY = 1000011427  # CARTOUCHE IMPRIMANTE: sellers repeat a compatibility sheet
 INSTRUCTIONS_RATE = 0.5
 
+#: ``bank`` mode: new pictures drawn per category before its later products reuse them.
+BANK_SIZE = 8
+PICTURE_MODES = ("draw", "bank")
+
 OUTPUTS = ("train.bson", "test.bson", "category_names.csv", "test_solution.csv")
 #: Independent random streams (SeedSequence spawn keys), so that one part's draws never shift another's.
-_PLAN, _IDS, _PROTO, _RESERVOIR, _PICTURES = range(5)
+_PLAN, _IDS, _PROTO, _RESERVOIR, _PICTURES, _BANK = range(6)
 _TRAIN, _TEST = 0, 1
 
 
@@ -138,8 +154,13 @@ def _stream(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def check_args(out_dir: Path, fraction: float, picture_px: int, seed: int, workers: int) -> None:
+def check_args(out_dir: Path, fraction: float, picture_px: int, seed: int, workers: int,
+               pictures: str = "draw", bank_size: int = BANK_SIZE) -> None:
     """Reject what cannot work before anything is written (one line each)."""
+    if pictures not in PICTURE_MODES:
+        raise ConfigError(f"synth --pictures {pictures}: must be one of {', '.join(PICTURE_MODES)}")
+    if bank_size < 1:
+        raise ConfigError(f"synth --bank-size {bank_size}: must be >= 1 (pictures drawn per category)")
     if not MIN_FRACTION <= fraction <= MAX_FRACTION:
         raise ConfigError(f"synth --fraction {fraction}: must be from {MIN_FRACTION} to {MAX_FRACTION}")
     if not MIN_PX <= picture_px <= draw.SIZE:
@@ -277,6 +298,56 @@ class _Listing:
     pictures: list[_Ref]
     spec: _Spec | None = None  # None: a relist, every picture already exists
     new: list[_Ref] = field(default_factory=list)
+    bank: list[int] | None = None  # bank mode: bank entries its new pictures are drawn into
+    picks: list[int] | None = None  # bank mode: bank entries its new pictures copy (nothing drawn)
+
+
+def tag_jpeg(data: bytes, tag: bytes) -> bytes:
+    """``data`` with a comment segment (COM, FFFE) holding ``tag``: the same pixels, its own bytes and MD5.
+
+    Inserted after the JFIF APP0 segment when the picture starts with one (JFIF wants APP0 right
+    after the start-of-image marker), else right after that marker. Decoders skip comments, and
+    decode's whole-JPEG check walks over it like any other segment.
+    """
+    at = 4 + int.from_bytes(data[4:6], "big") if data[2:4] == b"\xff\xe0" else 2
+    return b"".join((data[:at], b"\xff\xfe", (len(tag) + 2).to_bytes(2, "big"), tag, data[at:]))
+
+
+class _Bank:
+    """``bank`` mode: the first new pictures of each category, drawn, then reused under unique bytes.
+
+    A category's first products (until :data:`BANK_SIZE` pictures are planned) are drawn as in
+    ``draw`` mode; later ones pick entries uniformly from its own random stream. Decided at plan
+    time in the main process, in file order, so the bytes do not depend on the workers.
+    """
+
+    def __init__(self, k: int, size: int, rng: np.random.Generator) -> None:
+        self.size, self.rng = size, rng
+        self.entries: list[list[bytes | None]] = [[] for _ in range(k)]  # at most size + 3 each
+
+    def plan(self, listing: _Listing) -> None:
+        entries, n = self.entries[listing.category], len(listing.new)
+        if not n:
+            return
+        if len(entries) < self.size:
+            listing.bank = list(range(len(entries), len(entries) + n))
+            entries.extend([None] * n)
+        else:
+            listing.picks = self.rng.integers(len(entries), size=n).tolist()
+
+    def fill(self, block: list[_Listing]) -> None:
+        """After a block's drawing: bank the drawn pictures, give every new picture its own bytes."""
+        for item in block:  # drawn ones first: a later product of the block may pick them
+            if item.bank is not None:
+                for at, ref in zip(item.bank, item.new):
+                    self.entries[item.category][at] = ref.data
+        for item in block:
+            if item.bank is None and item.picks is None:
+                continue
+            entries, spec = self.entries[item.category], item.spec
+            sources = item.picks if item.picks is not None else item.bank
+            for slot, at, ref in zip(spec.slots, sources, item.new):
+                ref.data = tag_jpeg(entries[at], b"cdiscount-synth %d %d %d" % (spec.split, spec.index, slot))
 
 
 def _category_counts(k: int, total: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -378,8 +449,9 @@ class _Rings:
 class _Planner:
     """Decides each product's pictures: a relist of existing ones, or new drawings and placeholders."""
 
-    def __init__(self, rng: np.random.Generator, k: int, shared: list[_Ref], instructions_row: int | None) -> None:
-        self.rng, self.shared, self.instructions_row = rng, shared, instructions_row
+    def __init__(self, rng: np.random.Generator, k: int, shared: list[_Ref], instructions_row: int | None,
+                 bank: _Bank | None = None) -> None:
+        self.rng, self.shared, self.instructions_row, self.bank = rng, shared, instructions_row, bank
         self.rings = _Rings(k)
         self.block: dict[int, list[_Listing]] = {}  # this block's products per category (not written yet)
 
@@ -394,7 +466,10 @@ class _Planner:
             pictures[-1] = self.shared[2]  # the compatibility sheet repeated through one category
         new = [p for p in pictures if p not in self.shared]
         slots = tuple(i for i, p in enumerate(pictures) if p not in self.shared)
-        return _Listing(category, pictures, _Spec(split, index, category, slots), new)
+        listing = _Listing(category, pictures, _Spec(split, index, category, slots), new)
+        if self.bank is not None:  # its own random stream: the plan is the same in both modes
+            self.bank.plan(listing)
+        return listing
 
     def train(self, index: int, category: int, relist_rate: float) -> _Listing:
         """A train product: a relist of one of the ``RING`` most recent products of its category
@@ -470,13 +545,17 @@ def _bytes_of(ref: _Ref, fd: int) -> bytes:
     return ref.data if ref.data is not None else os.pread(fd, ref.length, ref.offset)
 
 
-def _draw(block: list[_Listing], paint: Callable[[list[_Spec]], list[list[bytes]]]) -> list[_Listing]:
-    """Draw the new pictures of a block's new products (in one batch: the workers share it out);
-    returns those products."""
+def _draw(block: list[_Listing], paint: Callable[[list[_Spec]], list[list[bytes]]],
+          bank: _Bank | None = None) -> list[_Listing]:
+    """Draw the new pictures of a block's new products (in one batch: the workers share it out),
+    or in bank mode take them from the bank; returns the new products."""
     fresh = [item for item in block if item.spec is not None]
-    for item, pics in zip(fresh, paint([item.spec for item in fresh])):
+    drawn = [item for item in fresh if item.picks is None]
+    for item, pics in zip(drawn, paint([item.spec for item in drawn])):
         for ref, data in zip(item.new, pics):
             ref.data = data
+    if bank is not None:
+        bank.fill(fresh)
     return fresh
 
 
@@ -486,17 +565,24 @@ class _Counts:
     pictures: int = 0
     relisted: int = 0
     drawn: int = 0
+    banked: int = 0  # bank mode: new pictures copied from the bank (not drawn)
+
+    def add_new(self, item: _Listing) -> None:
+        if item.picks is None:
+            self.drawn += len(item.new)
+        else:
+            self.banked += len(item.new)
 
 
 def _write_train(f: BinaryIO, ids: Iterator[int], blocks: Iterator[list[_Listing]], cats: pd.DataFrame,
                  paint: Callable[[list[_Spec]], list[list[bytes]]], reservoir: _Reservoir,
-                 written: Callable[[list[_Listing]], None], bar: tqdm) -> _Counts:
+                 written: Callable[[list[_Listing]], None], bar: tqdm, bank: _Bank | None = None) -> _Counts:
     """Draw, write and forget one block of train products at a time; ``written`` hears of each
     block once it is on disk (the next block is planned only then)."""
     category_ids = cats["category_id"].to_numpy()
     counts, fd, pos = _Counts(), f.fileno(), 0
     for block in blocks:
-        fresh = _draw(block, paint)
+        fresh = _draw(block, paint, bank)
         for item in block:
             pictures = [_bytes_of(p, fd) for p in item.pictures]
             doc = _encode(next(ids), pictures, int(category_ids[item.category]))
@@ -508,7 +594,7 @@ def _write_train(f: BinaryIO, ids: Iterator[int], blocks: Iterator[list[_Listing
             counts.products += 1
             counts.pictures += len(pictures)
             counts.relisted += item.spec is None
-            counts.drawn += len(item.new)
+            counts.add_new(item)
         f.flush()  # what the next blocks read back is on disk
         for item in fresh:
             for ref in item.new:
@@ -534,7 +620,7 @@ def _train_blocks(planner: _Planner, category_blocks: Iterator[np.ndarray],
 
 def _write_test(f: BinaryIO, solution: Any, ids: Iterator[int], n_test: int, weights: np.ndarray,
                 cats: pd.DataFrame, planner: _Planner, reservoir: _Reservoir, train_fd: int,
-                paint: Callable[[list[_Spec]], list[list[bytes]]], bar: tqdm) -> _Counts:
+                paint: Callable[[list[_Spec]], list[list[bytes]]], bar: tqdm, bank: _Bank | None = None) -> _Counts:
     """Test products: relists of train products read back from ``train.bson``, or new ones."""
     category_ids = cats["category_id"].to_numpy()
     rate, rng, counts = relist_rate_for_test(), planner.rng, _Counts()
@@ -546,7 +632,7 @@ def _write_test(f: BinaryIO, solution: Any, ids: Iterator[int], n_test: int, wei
                 block.append(reservoir.pick(train_fd))
             else:
                 block.append((row, planner.new(_TEST, start + i, row)))
-        _draw([item for _, item in block if isinstance(item, _Listing)], paint)
+        _draw([item for _, item in block if isinstance(item, _Listing)], paint, bank)
         for row, item in block:
             pictures = item if isinstance(item, list) else [p.data for p in item.pictures]
             pid = next(ids)
@@ -555,7 +641,8 @@ def _write_test(f: BinaryIO, solution: Any, ids: Iterator[int], n_test: int, wei
             counts.products += 1
             counts.pictures += len(pictures)
             counts.relisted += isinstance(item, list)
-            counts.drawn += 0 if isinstance(item, list) else len(item.new)
+            if isinstance(item, _Listing):
+                counts.add_new(item)
         bar.update(len(block))
     return counts
 
@@ -567,14 +654,17 @@ def _shared_pictures(painter: _Painter) -> list[_Ref]:
 
 
 def synthesize(out_dir: str | Path, fraction: float, picture_px: int = 32, seed: int = 0,
-               progress: bool = True, *, workers: int = 1) -> dict[str, Any]:
+               progress: bool = True, *, workers: int = 1, pictures: str = "draw",
+               bank_size: int = BANK_SIZE) -> dict[str, Any]:
     """Write a Kaggle-format folder at ``fraction`` of the real counts; returns what it holds.
 
     ``workers``: processes drawing pictures (0 = all cores); the output does not depend on it.
+    ``pictures``: ``draw`` every new picture, or ``bank`` (draw ``bank_size`` per category, then
+    reuse them under unique bytes; see the module docstring).
     The folder is replaced as a whole once complete (it must be new, or hold only synth's files).
     """
     out_dir = Path(out_dir)
-    check_args(out_dir, fraction, picture_px, seed, workers)
+    check_args(out_dir, fraction, picture_px, seed, workers, pictures, bank_size)
     started = time.perf_counter()
     n_train, n_test = round(fraction * REAL_TRAIN_PRODUCTS), round(fraction * REAL_TEST_PRODUCTS)
     cats = official_categories()
@@ -582,7 +672,8 @@ def synthesize(out_dir: str | Path, fraction: float, picture_px: int = 32, seed:
     counts, weights = _category_counts(len(cats), n_train, rng)
     rows = np.flatnonzero(cats["category_id"].to_numpy() == INSTRUCTIONS_CATEGORY)
     painter = _Painter(cats, seed, picture_px)
-    planner = _Planner(rng, len(cats), _shared_pictures(painter), int(rows[0]) if len(rows) else None)
+    bank = _Bank(len(cats), bank_size, _stream(seed, _BANK)) if pictures == "bank" else None
+    planner = _Planner(rng, len(cats), _shared_pictures(painter), int(rows[0]) if len(rows) else None, bank)
     reservoir = _Reservoir(min(TRAIN_RESERVOIR, n_train), _stream(seed, _RESERVOIR))
     relist_rate = relist_rate_for_train(n_train, int((counts > 0).sum()))
     with tqdm(total=n_train + n_test, desc="synth products", unit="product", disable=not progress) as bar, \
@@ -590,19 +681,20 @@ def synthesize(out_dir: str | Path, fraction: float, picture_px: int = 32, seed:
         with open(tmp / "train.bson", "w+b") as f:  # read back too: relists copy earlier pictures
             train = _write_train(f, _split_ids(seed, n_train, n_test, test=False),
                                  _train_blocks(planner, _category_blocks(counts, rng), relist_rate),
-                                 cats, paint, reservoir, planner.written, bar)
+                                 cats, paint, reservoir, planner.written, bar, bank)
         with open(tmp / "train.bson", "rb") as src, open(tmp / "test.bson", "wb") as f, \
                 open(tmp / "test_solution.csv", "w", newline="") as sol:
             solution = csv.writer(sol, lineterminator="\n")
             solution.writerow(["_id", "category_id"])
             test = _write_test(f, solution, _split_ids(seed, n_train, n_test, test=True), n_test, weights, cats,
-                               planner, reservoir, src.fileno(), paint, bar)
+                               planner, reservoir, src.fileno(), paint, bar, bank)
         (tmp / "category_names.csv").write_bytes(_categories_file().read_bytes())  # the official file, verbatim
     summary = {
         "fraction": fraction, "picture_px": picture_px, "seed": seed,
         "train_products": train.products, "train_pictures": train.pictures, "train_relisted": train.relisted,
         "test_products": test.products, "test_pictures": test.pictures, "test_relisted": test.relisted,
-        "pictures_drawn": train.drawn + test.drawn, "categories": len(cats),
+        "pictures": pictures, "pictures_drawn": train.drawn + test.drawn,
+        "pictures_from_bank": train.banked + test.banked, "categories": len(cats),
         "categories_in_train": int((counts > 0).sum()), "largest_category": int(counts.max()),
         "seconds": round(time.perf_counter() - started, 1),
         "megabytes": {name: round((out_dir / name).stat().st_size / 1e6, 2) for name in OUTPUTS},
