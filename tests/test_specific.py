@@ -96,3 +96,11 @@ def test_a_slot_trains_each_of_its_groups_and_writes_top_k_in_flat_order(tmp_pat
                 assert (np.diff(pd.Index(flat_ids).get_indexer(ids)) > 0).all()  # the flat file's order
                 assert idx.shape[1] == 2 and np.isin(idx, classes).all() and (prob[:, 0] >= prob[:, 1]).all()
     assert sorted(trained) == sorted(made["groups"])  # every group has its expert
+
+
+def test_scoring_batches_shrink_with_the_group_so_memory_does_not_grow_with_it() -> None:
+    from cdiscount.specific import BATCH_CELLS, BATCH_PRODUCTS, batch_products
+
+    assert batch_products(5) == BATCH_PRODUCTS  # small groups: the feature-bound batch
+    assert batch_products(5000) * 5000 <= BATCH_CELLS < batch_products(5000) * 5000 * 1.01
+    assert batch_products(10**9) == 256

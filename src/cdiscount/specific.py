@@ -10,9 +10,9 @@ and adding slots spreads the groups (and the DVC caching) thinner.
 Memory does not grow with the data: an expert trains on at most ``cap_per_category`` pictures
 per category (0 = all; the pooled "band: low" group of the real data holds thousands of
 categories and millions of pictures, which would be the flat model again at the flat model's
-cost), and predicts products in batches of :data:`BATCH_PRODUCTS`, streaming the flat model's
-top-K and writing its own top-K (``specific.top_k`` classes of its group per product) instead of a
-dense [products x group classes] matrix.
+cost), and predicts products in batches (:func:`batch_products`: fewer for larger groups),
+streaming the flat model's top-K and writing its own top-K (``specific.top_k`` classes of its group
+per product) instead of a dense [products x group classes] matrix.
 
 Experts predict the validation and test products whose flat probability mass on the group is
 at least ``specific.min_mass`` (the others cannot move under soft routing); a product's score
@@ -40,8 +40,16 @@ from .topk import iter_topk, product_table, writer
 
 log = logging.getLogger(__name__)
 
-#: Products scored per step: their pictures' features (~1.75 x 1,280 floats each) stay ~150 MB.
+#: Products scored per step, at most: their pictures' features (~1.75 x 1,280 floats each) stay ~150 MB.
 BATCH_PRODUCTS = 16_384
+#: Expert probabilities held per step (pictures x group classes): a 5,000-class band scores ~4,000 products a step.
+BATCH_CELLS = 20_000_000
+
+
+def batch_products(n_classes: int) -> int:
+    """Products per scoring step for an expert of ``n_classes``: its [pictures, classes] float64
+    probabilities (and their logs) stay a few hundred MB whatever the group's size."""
+    return int(np.clip(BATCH_CELLS // max(n_classes, 1), 256, BATCH_PRODUCTS))
 
 
 def ordered_groups(groups: dict[str, list[int]]) -> list[str]:
@@ -202,8 +210,8 @@ def _score(expert: Expert, flat_file: Path, ids: np.ndarray | None, classes: np.
            *, desc: str, progress: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``(product ids, [n, group classes] distributions)`` of the products of ``flat_file`` (only
     ``ids`` if given) with at least ``min_mass`` flat probability on ``classes``, in file order."""
-    for bid, top_idx, top_prob in tqdm(iter_topk(flat_file, ids, batch_rows=BATCH_PRODUCTS), desc=desc,
-                                       unit="batch", disable=not progress):
+    batches = iter_topk(flat_file, ids, batch_rows=batch_products(len(classes)))
+    for bid, top_idx, top_prob in tqdm(batches, desc=desc, unit="batch", disable=not progress):
         mass = np.where(np.isin(top_idx, classes), top_prob, 0.0).sum(axis=1)  # flat probability on the group
         wanted = bid[mass >= min_mass]
         if not len(wanted):
