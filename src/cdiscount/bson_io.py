@@ -145,8 +145,11 @@ def frame(buf: memoryview, base_offset: int, path: str | Path) -> tuple[list[tup
     return spans, pos
 
 
-#: Where a document laid out as Kaggle's starts, 4 bytes before: an int32 or int64 ``_id`` element first.
-_ID_ELEMENT = re.compile(rb"[\x10\x12]_id\x00")
+#: The name of a Kaggle document's first element, ``_id``. Searched as a literal (CPython's fast substring
+#: search, about 1 GB/s) and its type byte (int32 / int64) checked in numpy: the character-class pattern
+#: ``[\x10\x12]_id\x00`` made the regex engine try every byte (118 MB/s, half of decode's time on 3-7 KB pictures).
+_ID_NAME = re.compile(rb"_id\x00")
+_ID_TYPES = np.array([0x10, 0x12], dtype=np.uint8)
 
 
 def kaggle_spans(buf: memoryview) -> tuple[np.ndarray, np.ndarray] | None:
@@ -157,10 +160,13 @@ def kaggle_spans(buf: memoryview) -> tuple[np.ndarray, np.ndarray] | None:
     last at the end of ``buf``, every length possible): then they are the file's framing, whatever else
     the bytes hold. Otherwise (another layout, a stray match inside a picture) None: use :func:`frame`.
     """
-    starts = np.array([m.start() - 4 for m in _ID_ELEMENT.finditer(buf)], dtype=np.int64)
+    b = np.frombuffer(buf, np.uint8)
+    names = np.array([m.start() for m in _ID_NAME.finditer(buf)], dtype=np.int64)
+    names = names[names >= 5]
+    starts = names[np.isin(b[names - 1], _ID_TYPES)] - 5  # the type byte, then the document's length before it
     if not len(starts) or starts[0] != 0:
         return None
-    lengths = _le(_window(np.frombuffer(buf, np.uint8), starts, 4), 0, 4)
+    lengths = _le(_window(b, starts, 4), 0, 4)
     ends = starts + lengths
     if ends[-1] != len(buf) or (ends[:-1] != starts[1:]).any() or (lengths < 5).any() or (lengths > MAX_DOCUMENT).any():
         return None
