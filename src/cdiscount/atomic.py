@@ -41,8 +41,8 @@ def _plain_mode(path: Path) -> Path:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold SIGINT / SIGTERM while a temp is created and recorded, so an interrupt can never land
-    between the two and leave an untracked temp behind (it is delivered right after)."""
+    """Hold SIGINT / SIGTERM while a temp is created and recorded, or while temps are moved or removed,
+    so an interrupt can never leave an untracked temp behind (it is delivered right after)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -132,9 +132,11 @@ def publish(outputs: dict[str, Path]) -> Iterator[dict[str, Path]]:
                 tmps[name] = Path(tmp_name)
             _plain_mode(tmps[name])
         yield tmps
-        for name, target in outputs.items():
-            os.replace(tmps[name], target)
+        with _signals_held():  # all outputs move, or none: an interrupt waits for the last rename
+            for name, target in outputs.items():
+                os.replace(tmps[name], target)
     finally:
-        for tmp in tmps.values():
-            if tmp.exists():
-                tmp.unlink()
+        with _signals_held():  # an interrupt landing mid-cleanup would leave the remaining temps behind
+            for tmp in tmps.values():
+                if tmp.exists():
+                    tmp.unlink()
