@@ -108,6 +108,10 @@ from pathlib import Path
 from cdiscount.atomic import atomic_path
 from cdiscount.runner import run_stage
 
+# Ctrl-C as at a terminal: a parent that ignores SIGINT (a background job, some CI runners) would
+# otherwise pass the ignore down and the interrupt would never arrive.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 def main(args):
     with atomic_path(Path({str(tmp_path)!r}) / "out.json") as t:
         t.write_text("half")
