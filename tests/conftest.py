@@ -29,6 +29,20 @@ def load_stage(name: str):
     return mod
 
 
+def set_params(repo: Path, changes: dict) -> None:
+    """Set dotted keys (``"specific.per_slot.g1": {...}``) of ``repo``'s params.yaml (a test's copy)."""
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, key = dotted.split(".")
+        node = params
+        for p in parents:
+            node = node[p]
+        node[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def bench_module(name: str):
     """The module of ``bench/<name>.py`` (its inputs, its reference implementations)."""
     import importlib.util

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, TINY, write_bson
+from conftest import REPO, TINY, set_params, write_bson
 
 pytestmark = pytest.mark.slow
 
@@ -52,18 +52,6 @@ def _ran(log: str) -> list[str]:
     return [line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")]
 
 
-def _set(repo: Path, changes: dict) -> None:
-    """Set dotted keys (``"specific.per_slot.g1": {...}``) of the copy's params.yaml."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        node = params
-        for p in parents:
-            node = node[p]
-        node[key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def _changed(repo: Path) -> set[str]:
     """Stages whose own deps or params changed (``dvc status``; what then re-runs is them and their
     descendants): cheap, nothing runs."""
@@ -100,26 +88,26 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     assert len(test_preds) == TINY.test_products and len(test_preds["top_idx"].iloc[0]) == 20
 
     assert "Data and pipelines are up to date" in _dvc(repo_copy, "repro")
-    _set(repo_copy, {"ensemble.mean": "arithmetic"})
+    set_params(repo_copy, {"ensemble.mean": "arithmetic"})
     assert _changed(repo_copy) == {"ensemble"}
     labels = repo_copy / "data/preds/ensemble/test_labels.parquet"
     before = labels.read_bytes()
     ran = _ran(_dvc(repo_copy, "repro"))  # for real once: submission follows only if the labels changed
     assert ran == (["ensemble"] if labels.read_bytes() == before else ["ensemble", "submission"])
-    _set(repo_copy, {"specific.per_slot.g1": {"model": "logreg"}})  # one group's expert only
+    set_params(repo_copy, {"specific.per_slot.g1": {"model": "logreg"}})  # one group's expert only
     assert _changed(repo_copy) == {"specific@g1"}
-    _set(repo_copy, {"specific.per_slot.g1": {}, "split.seed": 7})
+    set_params(repo_copy, {"specific.per_slot.g1": {}, "split.seed": 7})
     assert _changed(repo_copy) == {"split"}
-    _set(repo_copy, {"split.seed": 0, "predict.top_k": 5})
+    set_params(repo_copy, {"split.seed": 0, "predict.top_k": 5})
     assert _changed(repo_copy) == {"train_backbone@main"}
     log = _dvc(repo_copy, "repro", "train_backbone@main")  # inference only: the finished training is resumed
     assert _ran(log) == ["train_backbone@main"] and "(epoch 2 of 2 done)" in log
     assert len(pd.read_parquet(repo_copy / "data/preds/backbone/main/test_products.parquet")["top_idx"].iloc[0]) == 5
-    _set(repo_copy, {"predict.top_k": 20})
+    set_params(repo_copy, {"predict.top_k": 20})
     _dvc(repo_copy, "repro")
 
     # A second backbone is one entry: it trains, the ensemble weighs it, nothing else re-runs.
-    _set(repo_copy, {"backbones.entries.b2": {"train": {"seed": 1}, "predict": {"features": False}}})
+    set_params(repo_copy, {"backbones.entries.b2": {"train": {"seed": 1}, "predict": {"features": False}}})
     assert _changed(repo_copy) == {"train_backbone@b2", "ensemble"}
     ran = _ran(_dvc(repo_copy, "repro"))
     assert ran[:2] == ["train_backbone@b2", "ensemble"] and set(ran) <= {"train_backbone@b2", "ensemble", "submission"}
@@ -129,7 +117,7 @@ def test_dvc_repro_builds_caches_and_reruns_only_what_changed(repo_copy: Path) -
     assert [p.name for p in (repo_copy / "data/features/b2").iterdir()] == ["NO_FEATURES.txt"]
     assert (repo_copy / "metrics/backbone/b2.json").exists() and (repo_copy / "models/backbone/b2.pt").exists()
     # Removing it removes its component (its folders stay on disk, left out and named in the log).
-    _set(repo_copy, {"backbones.entries": {"main": {}}})
+    set_params(repo_copy, {"backbones.entries": {"main": {}}})
     assert _changed(repo_copy) == {"ensemble"}
     log = _dvc(repo_copy, "repro", "ensemble")
     assert "backbone/b2" not in json.loads((repo_copy / "metrics/ensemble.json").read_text())["components"]
@@ -140,9 +128,7 @@ def test_real_kaggle_folder_runs_end_to_end_with_only_raw_dir_changed(repo_copy:
                                                                        example_docs: list[dict]) -> None:
     """The real 82 products as train, 30 of them unlabelled as test, the real 5,270-row taxonomy."""
     write_bson(kaggle_dir / "test.bson", [{"_id": d["_id"], "imgs": d["imgs"]} for d in example_docs[:30]])
-    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
-    params["data"]["raw_dir"] = str(kaggle_dir)
-    (repo_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_params(repo_copy, {"data.raw_dir": str(kaggle_dir)})
     log = _dvc(repo_copy, "repro", "submission")  # the final stage and what it needs: no sample
     assert "sample" not in _ran(log) and not (repo_copy / "data/raw/sample").exists()
     assert len(pd.read_parquet(repo_copy / "data/interim/train_products.parquet")) == 82

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from cdiscount.experts import ExpertConfig
-from cdiscount.specific import capped, ordered_groups, run_specific, slot_groups, top_k
+from cdiscount.specific import capped, ordered_groups, run_specific, slot_groups
 from cdiscount.topk import product_table, read_topk, writer
 from conftest import config
 
@@ -33,12 +33,17 @@ def test_cap_keeps_at_most_cap_rows_per_label_in_order_and_is_seeded() -> None:
     assert np.array_equal(capped(rows, labels, 0, seed=0), rows)  # 0 = no cap
 
 
-def test_top_k_equals_a_full_sort() -> None:
+def test_experts_keep_their_top_k_as_a_full_sort_would() -> None:
+    """The experts' top-K is topk.topk (the one every stage uses) on their [products, group] rows."""
+    import torch
+
+    from cdiscount.topk import topk
+
     probs = np.random.default_rng(0).random((50, 30))
-    idx, val = top_k(probs, 7)
+    idx, val = topk(torch.from_numpy(probs), 7)
     want = np.argsort(-probs, axis=1)[:, :7]
-    assert np.array_equal(idx, want) and np.array_equal(val, np.take_along_axis(probs, want, axis=1))
-    assert top_k(probs, 40)[0].shape == (50, 30)  # k beyond the classes: all, best first
+    assert np.array_equal(idx, want) and np.array_equal(val, np.take_along_axis(probs, want, axis=1).astype(np.float32))
+    assert topk(torch.from_numpy(probs), 40)[0].shape == (50, 30)  # k beyond the classes: all, best first
 
 
 def _inputs(tmp: Path, n_groups: int) -> dict:

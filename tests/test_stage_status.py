@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from cdiscount.code_deps import code_deps
-from conftest import REPO
+from conftest import REPO, set_params
 
 DVC = str(Path(sys.executable).parent / "dvc")
 
@@ -41,23 +41,30 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-@pytest.fixture(scope="module")
-def locked_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The repository's tracked files in a scratch git repo, every stage's deps and outs stood in by
-    placeholders and committed to a fresh dvc.lock: ``dvc status`` is clean, and nothing ran."""
+def _placeholder_locked(dst: Path, changes: dict | None = None) -> Path:
+    """The repository's tracked files copied to ``dst`` (a scratch git repo), params ``changes`` applied,
+    every stage's deps and outs stood in by placeholders and committed to a fresh dvc.lock: ``dvc
+    status`` is clean, and nothing ran."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                            capture_output=True, text=True, check=True).stdout.split()
-    dst = tmp_path_factory.mktemp("status") / "repo"
     for f in files:
         if (REPO / f).is_file() and f != "dvc.lock":
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dst / f)
+    if changes:
+        set_params(dst, changes)
     subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
     subprocess.run([sys.executable, "-c", _LOCK_ALL], cwd=dst, env=_env(), check=True)
     out = subprocess.run([DVC, "commit", "-f", "-q"], cwd=dst, env=_env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert _code_changed(dst) == {}
+    assert _status(dst) == set()
     return dst
+
+
+@pytest.fixture(scope="module")
+def locked_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A placeholder-locked copy of the repository (see :func:`_placeholder_locked`)."""
+    return _placeholder_locked(tmp_path_factory.mktemp("status") / "repo")
 
 
 def _code_changed(repo: Path) -> dict[str, set[str]]:
@@ -113,31 +120,8 @@ def test_editing_a_module_changes_exactly_the_stages_that_import_it(locked_copy:
 @pytest.fixture(scope="module")
 def two_backbones(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A placeholder-locked copy (as ``locked_copy``) whose params have a second backbone entry ``s96``."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split()
-    dst = tmp_path_factory.mktemp("backbones") / "repo"
-    for f in files:
-        if (REPO / f).is_file() and f != "dvc.lock":
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, dst / f)
-    _set_params(dst, {"backbones.entries": {"main": {}, "s96": {"train": {"image_size": 96}}}})
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
-    subprocess.run([sys.executable, "-c", _LOCK_ALL], cwd=dst, env=_env(), check=True)
-    out = subprocess.run([DVC, "commit", "-f", "-q"], cwd=dst, env=_env(), capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert _status(dst) == set()
-    return dst
-
-
-def _set_params(repo: Path, changes: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        *parents, key = dotted.split(".")
-        node = params
-        for p in parents:
-            node = node[p]
-        node[key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return _placeholder_locked(tmp_path_factory.mktemp("backbones") / "repo",
+                               {"backbones.entries": {"main": {}, "s96": {"train": {"image_size": 96}}}})
 
 
 def _status(repo: Path) -> set[str]:
@@ -162,7 +146,7 @@ def test_editing_one_backbone_entry_reruns_that_backbone_and_its_consumers_only(
     slots = yaml.safe_load(params)["specific"]["slots"]
     try:
         # A second backbone's params: its own stage, and the ensemble (its component's weight).
-        _set_params(repo, {"backbones.entries.s96": {"train": {"image_size": 112}}})
+        set_params(repo, {"backbones.entries.s96": {"train": {"image_size": 112}}})
         assert _status(repo) == _dry(repo) == {"train_backbone@s96", "ensemble"}
         # Once it re-ran (its outputs changed): the ensemble only, through the folder of every backbone.
         (repo / "params.yaml").write_text(params)
@@ -171,7 +155,7 @@ def test_editing_one_backbone_entry_reruns_that_backbone_and_its_consumers_only(
         (repo / "data/preds/backbone/s96/placeholder").write_text("placeholder\n")
         assert _status(repo) == set()
         # The primary's params: its stage and the ensemble; its new outputs: every primary consumer.
-        _set_params(repo, {"backbones.entries.main": {"train": {"seed": 1}}})
+        set_params(repo, {"backbones.entries.main": {"train": {"seed": 1}}})
         assert _status(repo) == _dry(repo) == {"train_backbone@main", "ensemble"}
         (repo / "params.yaml").write_text(params)
         for out in ("data/preds/backbone/main/train_products.parquet", "data/features/main/placeholder"):
@@ -182,7 +166,7 @@ def test_editing_one_backbone_entry_reruns_that_backbone_and_its_consumers_only(
             (repo / out).write_text("placeholder\n")
         assert _status(repo) == set()
         # Removing an entry: its stage is gone, the ensemble re-runs without its component.
-        _set_params(repo, {"backbones.entries": {"main": {}}})
+        set_params(repo, {"backbones.entries": {"main": {}}})
         assert _status(repo) == {"ensemble"}
     finally:
         (repo / "params.yaml").write_text(params)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError
-from .topk import floor, iter_topk, read_topk
+from .topk import concat, floor, iter_topk, read_topk
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ComponentStream:
                 break
             self._buf.append(nxt)
             self._have += len(nxt[0])
-        got, idx, prob = _concat(self._buf)
+        got, idx, prob = concat(self._buf)
         n = len(ids)
         if len(got) < n or not np.array_equal(got[:n], ids):
             bad = next(i for i in range(n) if i >= len(got) or got[i] != ids[i])
@@ -85,16 +85,6 @@ class ComponentStream:
         """Every row must have been taken (a longer file means products the run does not know)."""
         if self._have or next(self._batches, None) is not None:
             raise InputError(self.path, f"component {self.name!r}: rows left after the last product")
-
-
-def _concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Batches of ``(_id, idx, prob)`` as one, narrower rows padded (-1 / 0) to the widest."""
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32)
-    k = max(p[1].shape[1] for p in parts)
-    return (np.concatenate([p[0] for p in parts]),
-            np.concatenate([np.pad(p[1], ((0, 0), (0, k - p[1].shape[1])), constant_values=-1) for p in parts]),
-            np.concatenate([np.pad(p[2], ((0, 0), (0, k - p[2].shape[1]))) for p in parts]))
 
 
 def read_component(name: str, path: Path, ids: np.ndarray) -> Component:

@@ -29,7 +29,7 @@ from .atomic import atomic_dir, write_json
 from .evaluation import write_csv
 from .params import Section
 from .routing import group_mass, hard_route, soft_route
-from .topk import PRODUCT_SCHEMA, densify, densify_columns, iter_topk, product_table, topk
+from .topk import PRODUCT_SCHEMA, concat, densify, densify_columns, iter_topk, product_table, topk
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ExpertStream:
 
     def take(self, ids: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """(positions in ``ids`` the expert scored, their [n, group] distributions inside the group)."""
-        got_ids, got_idx, got_prob = [], [], []
+        got = []
         while True:
             if not len(self._ids):
                 nxt = next(self._batches, None)
@@ -86,19 +86,17 @@ class ExpertStream:
                 self._ids, self._idx, self._prob = nxt
             inside = np.isin(self._ids, ids)
             n = len(inside) if inside.all() else int(np.argmin(inside))  # the leading rows of this chunk
-            got_ids.append(self._ids[:n]), got_idx.append(self._idx[:n]), got_prob.append(self._prob[:n])
+            got.append((self._ids[:n], self._idx[:n], self._prob[:n]))
             self._ids, self._idx, self._prob = self._ids[n:], self._idx[n:], self._prob[n:]
             if len(self._ids):
                 break
         classes = self.expert.classes
-        if not got_ids or not sum(len(i) for i in got_ids):
+        got_ids, idx, prob = concat(got)
+        if not len(got_ids):
             return np.zeros(0, np.int64), np.zeros((0, len(classes)))
-        k = max(i.shape[1] for i in got_idx)
-        idx = np.concatenate([np.pad(i, ((0, 0), (0, k - i.shape[1])), constant_values=-1) for i in got_idx])
-        prob = np.concatenate([np.pad(p, ((0, 0), (0, k - p.shape[1]))) for p in got_prob])
         within = densify_columns(idx, prob, classes, n_classes, spread_over=len(classes))
         within /= np.maximum(within.sum(axis=1, keepdims=True), 1e-12)
-        return pd.Index(ids).get_indexer(np.concatenate(got_ids)), within
+        return pd.Index(ids).get_indexer(got_ids), within
 
     def finish(self) -> None:
         """Every row must have been handed out: a row left over means the files disagree on order."""

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from .atomic import atomic_dir
@@ -36,7 +37,7 @@ from .errors import ConfigError
 from .experts import Expert, ExpertConfig, fit_expert
 from .features import gather, product_spans, read_features
 from .params import build
-from .topk import iter_topk, product_table, writer
+from .topk import iter_topk, product_table, topk, writer
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,6 @@ def product_scores(expert: Expert, feats: np.ndarray, image_ids: np.ndarray) -> 
     mean = np.add.reduceat(logp, start, axis=0) / count[:, None]
     probs = np.exp(mean - mean.max(axis=1, keepdims=True))
     return ids, probs / probs.sum(axis=1, keepdims=True)
-
-
-def top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row-wise ``k`` largest columns (best first) and their values, without sorting whole rows."""
-    k = min(k, probs.shape[1])
-    part = np.argpartition(-probs, k - 1, axis=1)[:, :k] if k < probs.shape[1] else \
-        np.tile(np.arange(probs.shape[1]), (len(probs), 1))
-    vals = np.take_along_axis(probs, part, axis=1)
-    order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
 
 
 def capped(rows: np.ndarray, labels: np.ndarray, cap: int, seed: int) -> np.ndarray:
@@ -129,6 +120,7 @@ class _TrainSet:
         self.image_category = images["category_id"].to_numpy()
         self.is_train = images["_id"].isin(split.loc[split["fold"] == "train", "_id"]).to_numpy()
         self.val = split.loc[split["fold"] == "val", ["_id", "category_id"]]
+        self.val_truth = self.val.set_index("_id")["category_id"]
         self.features = features
         self.index, self.shards = read_features(features / "train")
         self.sources = {"train": (self.index, self.shards, self._spans(self.index))}
@@ -180,7 +172,6 @@ def _train_group(group: str, category_ids: list[int], cfg: ExpertConfig, out: Pa
     expert = fit_expert(gather(data.index, data.shards, train), y, len(category_ids), cfg)
     with open(out / "expert.pkl", "wb") as f:
         pickle.dump({"group": group, "category_ids": category_ids, "expert": expert}, f)
-    truth = data.val.set_index("_id")["category_id"]
     inside = correct = 0
     scored = {}
     for split, source, ids in (("val", "train", data.val["_id"].to_numpy()), ("test", "test", None)):
@@ -189,11 +180,11 @@ def _train_group(group: str, category_ids: list[int], cfg: ExpertConfig, out: Pa
         with writer(out / f"{split}_products.parquet") as w:
             for bid, probs in _score(expert, flat / f"{source}_products.parquet", ids, classes, cfg.min_mass,
                                      index, shards, pids, start, count, desc=f"{group} {split}", progress=progress):
-                idx, prob = top_k(probs, cfg.top_k)
+                idx, prob = topk(torch.from_numpy(probs), cfg.top_k)
                 w.write_table(product_table(bid, classes[idx], prob))
                 n += len(bid)
                 if split == "val":
-                    true = truth.loc[bid].to_numpy()
+                    true = data.val_truth.loc[bid].to_numpy()
                     hit = np.isin(true, category_ids)
                     inside += int(hit.sum())
                     correct += int((np.asarray(category_ids)[idx[:, 0]] == true)[hit].sum())

@@ -81,14 +81,17 @@ def read_topk(path: str | Path, ids: np.ndarray | None = None, batch_rows: int =
     Streams row groups and never builds Python lists, so reading the validation tenth of the
     backbone's 7 M training products costs memory for that tenth only.
     """
-    parts = list(iter_topk(path, ids, batch_rows))
+    return concat(list(iter_topk(path, ids, batch_rows)))
+
+
+def concat(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batches of ``(_id, top_idx, top_prob)`` as one; narrower rows padded (-1 / 0) to the widest."""
     if not parts:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.int64), np.zeros((0, 0), np.float32)
     k = max(p[1].shape[1] for p in parts)
-    pad = [(i, np.pad(t, ((0, 0), (0, k - t.shape[1])), constant_values=-1),
-            np.pad(q, ((0, 0), (0, k - q.shape[1])))) for i, t, q in parts]
-    return (np.concatenate([p[0] for p in pad]), np.concatenate([p[1] for p in pad]),
-            np.concatenate([p[2] for p in pad]))
+    return (np.concatenate([p[0] for p in parts]),
+            np.concatenate([np.pad(p[1], ((0, 0), (0, k - p[1].shape[1])), constant_values=-1) for p in parts]),
+            np.concatenate([np.pad(p[2], ((0, 0), (0, k - p[2].shape[1]))) for p in parts]))
 
 
 def read_top1(path: str | Path) -> pd.Series:
