@@ -145,3 +145,34 @@ def test_skip_mode_never_drops_a_test_product(tmp_path: Path) -> None:
     write_bson(raw / "test.bson", [{"_id": 1, "imgs": [{"picture": pic}]}])
     metrics = run_decode(raw, tmp_path / "interim", tmp_path / "m", skip, progress=False)
     assert metrics["train_products"] == 1 and metrics["train_skipped_records"] == 1 and metrics["test_products"] == 1
+
+
+def test_an_interrupt_during_the_cleanup_of_temps_still_removes_every_temp(tmp_path: Path) -> None:
+    """A stage fails inside ``publish`` and SIGTERM lands while its temps are being removed: every temp
+    must still go (the fresh-clone CI once found ``.train_images.parquet.*.tmp`` left this way)."""
+    code = f"""
+import os, signal, sys
+from pathlib import Path
+from cdiscount.atomic import publish
+from cdiscount.runner import run_stage
+
+real_exists = Path.exists
+sent = []
+
+def exists(self, *a, **k):  # the cleanup's first look at a temp: the moment SIGTERM arrives
+    if self.name.endswith(".tmp") and not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_exists(self, *a, **k)
+
+def main(args):
+    out = Path({str(tmp_path)!r})
+    with publish({{"a": out / "a.parquet", "b": out / "b.parquet"}}):
+        Path.exists = exists
+        raise RuntimeError("the stage failed")
+
+sys.exit(run_stage(main, None, ["--params", {str(REPO / "params.yaml")!r}]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 143, out.stderr
+    assert list(tmp_path.iterdir()) == [], "a temp survived the interrupted cleanup"
