@@ -10,13 +10,15 @@ For each fraction F of the real Cdiscount counts:
      CPU s (user + sys of the whole process tree, reaped children included), peak RSS summed over the
      process tree (psutil, polled every 0.2 s: forked workers' shared pages count once per process, so
      this is an upper bound), and the bytes of the stage's outs.
-Then prints one table, the growth exponents between the fractions (time ~ N^a, peak RSS ~ N^b, least
+Then prints one table, the growth exponents between the fractions (time ~ N^a, peak memory ~ N^b, least
 squares in log-log), the extrapolation to F = 1.0 on this machine, and the issue's targets with
 PASS / FAIL. Writes ``metrics/scale.json``, ``metrics/scale.csv`` (``dvc plots show metrics/scale.csv
 -x train_products -y wall_s``) and, where matplotlib is installed, ``metrics/scale.png``.
 
-``--io-only F`` runs ``decode -> dedup -> split`` only (for F = 1.0: 12.4 M pictures, about 15 GB of
-BSON at 32 px). Each fraction's measurements are also kept in the cache (``results/``, keyed by the
+``--io-only F`` runs ``decode -> dedup -> split`` only at F (for F = 1.0: 12.4 M pictures, about 16 GB
+of BSON at 32 px), after the whole pipeline at the fractions given (if any); the report joins both, so
+the streaming stages get their exponent up to the real size. Memory targets are judged on the summed PSS
+(see :func:`analyse`). Each fraction's measurements are also kept in the cache (``results/``, keyed by the
 code's fingerprint), so fractions can be measured in separate sessions (``flock`` runs under 20 min)
 and reported together with ``--reuse``.
 
@@ -244,8 +246,20 @@ def group_of(stage: str) -> str:
     return stage.split("@", 1)[0]
 
 
+def memory_of(r: StageResult, metric: str) -> float:
+    """A row's peak memory in MB by ``metric``: "PSS" (the tree's real footprint) or "RSS" (summed)."""
+    return r.peak_pss_mb if metric == "PSS" else r.peak_rss_mb
+
+
 def analyse(results: Sequence[StageResult], *, full: int = REAL_TRAIN_PRODUCTS) -> dict[str, dict[str, Any]]:
-    """Per stage: exponents, extrapolations to F = 0.1 and F = 1.0, and the targets' verdicts."""
+    """Per stage: exponents, values at F = 0.1 and F = 1.0 (measured where that fraction ran, else
+    extrapolated), and the targets' verdicts.
+
+    Memory is judged on the summed PSS where every row of the stage has one: the summed RSS counts the
+    pages a forked worker shares with its parent (torch, the imported libraries) once per process, which
+    at 2-3 DataLoader workers doubles a backbone stage's figure without a byte more being needed. Rows
+    without PSS (older results, or a platform without ``smaps_rollup``) fall back to RSS; the metric used
+    is part of the row (``memory_metric``)."""
     by: dict[str, list[StageResult]] = {}
     for r in results:
         by.setdefault(r.stage, []).append(r)
@@ -254,25 +268,39 @@ def analyse(results: Sequence[StageResult], *, full: int = REAL_TRAIN_PRODUCTS) 
         rs = sorted(rs, key=lambda r: r.train_products)
         n = [r.train_products for r in rs]
         done = all(r.rc == 0 for r in rs)
+        metric = "PSS" if all(r.peak_pss_mb > 0 for r in rs) else "RSS"
+        mem = [memory_of(r, metric) for r in rs]
+
+        def at(fraction: float, values: Sequence[float], fit: dict[str, float] | None) -> tuple[float | None, bool]:
+            """The value at ``fraction``: measured if that fraction ran, else the fit's worst case."""
+            hit = [v for r, v in zip(rs, values) if abs(r.fraction - fraction) < 1e-9]
+            if hit:
+                return hit[0], True
+            return (fit and round(fit["worst"], 1)), False
+
         t = extrapolate(n, [r.wall_s for r in rs], full)
         t10 = extrapolate(n, [r.wall_s for r in rs], full / 10)
-        m = extrapolate(n, [r.peak_rss_mb for r in rs], full)
-        m10 = extrapolate(n, [r.peak_rss_mb for r in rs], full / 10)
-        at_tenth = [r.peak_rss_mb for r in rs if abs(r.fraction - 0.1) < 1e-9]
+        m = extrapolate(n, mem, full)
+        m10 = extrapolate(n, mem, full / 10)
+        wall1, wall1_measured = at(1.0, [r.wall_s for r in rs], t)
+        wall10, _ = at(0.1, [r.wall_s for r in rs], t10)
+        mem10, mem10_measured = at(0.1, mem, m10)
+        mem1, mem1_measured = at(1.0, mem, m)
+        rss = extrapolate(n, [r.peak_rss_mb for r in rs], full)
         row: dict[str, Any] = {
-            "fractions": [r.fraction for r in rs], "completed": done,
-            "time_exponent": t and t["exponent"], "rss_exponent": m and m["exponent"],
-            "wall_s_at_1": t and round(t["worst"], 1), "wall_s_at_0.1": t10 and round(t10["worst"], 1),
+            "fractions": [r.fraction for r in rs], "completed": done, "memory_metric": metric,
+            "time_exponent": t and t["exponent"], "memory_exponent": m and m["exponent"],
+            "rss_exponent": rss and rss["exponent"],
+            "wall_s_at_1": wall1, "wall_s_at_1_measured": wall1_measured, "wall_s_at_0.1": wall10,
             "cpu_s_at_1": None,
-            "peak_rss_mb_at_0.1": at_tenth[0] if at_tenth else (m10 and round(m10["worst"], 1)),
-            "peak_rss_mb_at_0.1_measured": bool(at_tenth),
-            "peak_rss_mb_at_1": m and round(m["worst"], 1),
+            "memory_mb_at_0.1": mem10, "memory_mb_at_0.1_measured": mem10_measured,
+            "memory_mb_at_1": mem1, "memory_mb_at_1_measured": mem1_measured,
             "out_mb_at_1": None,
         }
         c = extrapolate(n, [r.cpu_s for r in rs], full)
         o = affine_fit(n, [r.out_mb for r in rs])  # outputs are data: linear (a power law breaks on empty outs)
-        row["cpu_s_at_1"] = c and round(c["worst"], 1)
-        row["out_mb_at_1"] = o and round(o[1] + o[0] * full, 1)
+        row["cpu_s_at_1"], _ = at(1.0, [r.cpu_s for r in rs], c)
+        row["out_mb_at_1"], _ = at(1.0, [r.out_mb for r in rs], o and {"worst": o[1] + o[0] * full})
         row["targets"] = targets(stage, row)
         out[stage] = row
     return out
@@ -283,20 +311,20 @@ def targets(stage: str, row: dict[str, Any]) -> dict[str, str]:
     def verdict(ok: bool | None) -> str:
         return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
-    a, b = row["time_exponent"], row["rss_exponent"]
-    tenth, full = row["peak_rss_mb_at_0.1"], row["peak_rss_mb_at_1"]
+    a, b = row["time_exponent"], row["memory_exponent"]
+    tenth, full = row["memory_mb_at_0.1"], row["memory_mb_at_1"]
     out = {
         "completes": verdict(row["completed"]),
         f"time exponent <= {TIME_EXPONENT_MAX}": verdict(None if a is None else a <= TIME_EXPONENT_MAX),
-        f"peak RSS at F=0.1 <= {RSS_AT_TENTH_MAX_MB / 1000:g} GB": verdict(None if tenth is None else
-                                                                          tenth <= RSS_AT_TENTH_MAX_MB),
+        f"peak memory at F=0.1 <= {RSS_AT_TENTH_MAX_MB / 1000:g} GB": verdict(None if tenth is None else
+                                                                             tenth <= RSS_AT_TENTH_MAX_MB),
     }
     if group_of(stage) in STREAMING:
-        out["memory flat (streaming)"] = verdict(None if b is None else
+        out["memory flat (streaming)"] = verdict(None if b is None or full is None else
                                                  b <= FLAT_EXPONENT and full <= RSS_AT_TENTH_MAX_MB)
     else:
-        out[f"peak RSS at F=1.0 <= {RSS_AT_FULL_MAX_MB / 1000:g} GB"] = verdict(None if full is None else
-                                                                              full <= RSS_AT_FULL_MAX_MB)
+        out[f"peak memory at F=1.0 <= {RSS_AT_FULL_MAX_MB / 1000:g} GB"] = verdict(None if full is None else
+                                                                                 full <= RSS_AT_FULL_MAX_MB)
     return out
 
 
@@ -314,7 +342,7 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
     head = ["stage"]
     for f in fractions:
         head += [f"F={f:g} wall s", "CPU s", "peak RSS MB", "PSS MB", "outs MB"]
-    head += ["time exp", "RSS exp", "F=1 wall h", "F=1 RSS GB", "F=1 outs GB"]
+    head += ["time exp", "mem exp", "F=1 wall h", "F=1 mem GB", "F=1 outs GB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in stages:
         row = [s]
@@ -327,9 +355,12 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
                 row += [wall, f"{r.cpu_s:.1f}", f"{r.peak_rss_mb:.0f}", _fmt(round(r.peak_pss_mb) if r.peak_pss_mb else None),
                         f"{r.out_mb:.1f}"]
         a = analysis.get(s, {})
-        wall1, rss1, out1 = a.get("wall_s_at_1"), a.get("peak_rss_mb_at_1"), a.get("out_mb_at_1")
-        row += [_fmt(a.get("time_exponent"), ".2f"), _fmt(a.get("rss_exponent"), ".2f"),
-                _fmt(wall1 and wall1 / 3600, ".2f"), _fmt(rss1 and rss1 / 1000, ".1f"), _fmt(out1 and out1 / 1000, ".1f")]
+        wall1, mem1, out1 = a.get("wall_s_at_1"), a.get("memory_mb_at_1"), a.get("out_mb_at_1")
+        mark = "" if a.get("wall_s_at_1_measured") else "~"  # ~: extrapolated
+        row += [_fmt(a.get("time_exponent"), ".2f"), _fmt(a.get("memory_exponent"), ".2f"),
+                _fmt(wall1 and wall1 / 3600, ".2f") if wall1 is None else f"{mark}{wall1 / 3600:.2f}",
+                _fmt(mem1 and mem1 / 1000, ".1f") if mem1 is None else f"{mark}{mem1 / 1000:.1f}",
+                _fmt(out1 and out1 / 1000, ".1f") if out1 is None else f"{mark}{out1 / 1000:.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     totals = ["**total**"]
     for f in fractions:
@@ -348,11 +379,13 @@ def targets_report(analysis: dict[str, dict[str, Any]]) -> str:
     lines = []
     for stage, a in analysis.items():
         marks = ", ".join(f"{k}: {v}" for k, v in a["targets"].items())
-        lines.append(f"  {stage:<18} {marks}")
+        lines.append(f"  {stage:<18} [{a['memory_metric']}] {marks}")
     fails = sum(v == "FAIL" for a in analysis.values() for v in a["targets"].values())
-    lines.append(f"  {fails} FAIL in all" + ("" if any(a.get('peak_rss_mb_at_0.1_measured')
-                                                      for a in analysis.values())
-                                            else " (peak RSS at F=0.1 extrapolated, not measured)"))
+    measured = any(a.get("memory_mb_at_0.1_measured") for a in analysis.values())
+    lines.append(f"  {fails} FAIL in all" + ("" if measured else " (peak memory at F=0.1 extrapolated, not measured)"))
+    lines.append("  memory: [PSS] summed proportional set size of the stage's process tree (shared pages split "
+                 "between the processes sharing them), [RSS] summed resident size where no PSS was read; "
+                 "F = 0.1 / 1.0 values are measured where that fraction ran, else the worst of the two fits")
     return "\n".join(lines)
 
 
@@ -468,7 +501,7 @@ def plain_loop_seconds(bson_path: Path) -> float:
     return float(out.stdout.strip())
 
 
-def run_fraction(fraction: float, args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+def run_fraction(fraction: float, args: argparse.Namespace, env: dict[str, str], *, io_only: bool = False) -> dict[str, Any]:
     """Generate, copy, run every stage; returns this fraction's measurements."""
     from cdiscount.presets import resolve_preset
 
@@ -483,7 +516,7 @@ def run_fraction(fraction: float, args: argparse.Namespace, env: dict[str, str])
         overrides, _ = resolve_preset("scale", sample=False)
         apply_params(clone, [*overrides, f"data.raw_dir={data}", *args.set])
         plan = stage_plan(clone, args.skip)
-        if args.io_only:
+        if io_only:
             plan = [(s, o) for s, o in plan if s in IO_STAGES]
         stage_env = dict(env, PYTHONPATH=str(clone / "src"))
         n_train = round(fraction * REAL_TRAIN_PRODUCTS)
@@ -514,7 +547,8 @@ def run_fraction(fraction: float, args: argparse.Namespace, env: dict[str, str])
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("fractions", nargs="*", type=float, help=f"default: {' '.join(map(str, DEFAULT_FRACTIONS))}")
-    ap.add_argument("--io-only", type=float, metavar="F", help="run decode -> dedup -> split only, at F")
+    ap.add_argument("--io-only", type=float, metavar="F", help="also (or, without fractions, only) run decode -> "
+                                                             "dedup -> split at F")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pictures", choices=["bank", "draw"], default="bank", help="synth's picture mode")
     ap.add_argument("--picture-px", type=int, default=32)
@@ -526,26 +560,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--stage-timeout", type=float, default=None, help="seconds before a stage is stopped")
     ap.add_argument("--reuse", action="store_true", help="only report fractions already measured on this code "
                                                         "(the cache's results/); runs nothing")
+    ap.add_argument("--other-code", action="store_true", help="with --reuse: where a fraction was not measured on "
+                                                             "this code, report its newest measurement (labelled)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copies (under the cache's runs/)")
     ap.add_argument("--out", type=Path, default=REPO / "metrics", help="where scale.json / .csv / .png go")
     args = ap.parse_args(argv)
-    fractions = [args.io_only] if args.io_only else (args.fractions or list(DEFAULT_FRACTIONS))
+    if args.io_only is not None and not args.fractions:
+        runs = [(args.io_only, "io")]
+    else:
+        runs = [(f, "all") for f in (args.fractions or list(DEFAULT_FRACTIONS))]
+        if args.io_only is not None:
+            runs.append((args.io_only, "io"))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
                PYTHONPATH=str(REPO / "src"))
     code = fingerprint()
     label = f"{commit_label()} (code {code})"
     (args.cache / "results").mkdir(parents=True, exist_ok=True)
-    mode = "io" if args.io_only else "all"
     per_fraction = []
-    for f in fractions:
-        key = args.cache / "results" / f"{f:g}-{args.seed}-{args.pictures}-{args.picture_px}px-{mode}-{code}.json"
+    for f, mode in runs:
+        stem = f"{f:g}-{args.seed}-{args.pictures}-{args.picture_px}px-{mode}"
+        key = args.cache / "results" / f"{stem}-{code}.json"
         if args.reuse:  # report only: never runs anything
-            if key.exists():
-                per_fraction.append(json.loads(key.read_text()))
-            else:
-                print(f"F={f:g}: not measured on this code yet ({key.name}); left out")
+            found = key if key.exists() else None
+            if found is None and args.other_code:
+                others = sorted(key.parent.glob(f"{stem}-*.json"), key=lambda q: q.stat().st_mtime)
+                found = others[-1] if others else None
+            if found is None:
+                print(f"F={f:g} ({mode}): not measured on this code yet ({key.name}); left out")
+                continue
+            res = json.loads(found.read_text())
+            res["code"], res["mode"] = found.stem.rsplit("-", 1)[1], mode
+            if res["code"] != code:
+                print(f"F={f:g} ({mode}): measured on other code ({res['code']}, not {code}): {found.name}")
+            per_fraction.append(res)
             continue
-        res = run_fraction(f, args, env)
+        res = dict(run_fraction(f, args, env, io_only=mode == "io"), code=code, mode=mode)
         key.write_text(json.dumps(res, indent=1))
         per_fraction.append(res)
     results = [StageResult(**r) for pf in per_fraction for r in pf["stages"]]
@@ -553,12 +602,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nscale benchmark on {os.cpu_count()} cores, commit {label}, synth --pictures {args.pictures} "
           f"--picture-px {args.picture_px} --seed {args.seed}, preset scale\n")
     print(table(results, analysis))
-    print("\ngrowth (time ~ N^a, peak RSS ~ N^b, least squares in log-log over the fractions); F = 1.0 "
-          "values: the larger of the power-law and the affine (fixed + per-product) extrapolation")
+    print("\ngrowth (time ~ N^a, peak memory ~ N^b, least squares in log-log over the fractions); F = 1.0 "
+          "values: measured where F = 1.0 ran, else (~) the larger of the power-law and the affine "
+          "(fixed + per-product) extrapolation")
     for pf in per_fraction:
         ratio = (pf["train_bson_mb"] / pf["plain_loop_train_s"]) / pf["decode_train_mb_per_s"] \
             if pf.get("decode_train_mb_per_s") else None
-        print(f"  F={pf['fraction']:g}: synth {pf['synth']['wall_s']:.0f} s, train.bson {pf['train_bson_mb']} MB; "
+        print(f"  F={pf['fraction']:g} ({pf.get('mode', 'all')}, code {pf.get('code', code)}): "
+              f"synth {pf['synth']['wall_s']:.0f} s, train.bson {pf['train_bson_mb']} MB; "
               f"plain loop {pf['train_bson_mb'] / max(pf['plain_loop_train_s'], 1e-9):.0f} MB/s, decode "
               f"{_fmt(pf.get('decode_train_mb_per_s'))} MB/s (decode/plain = {_fmt(ratio and 1 / ratio, '.2f')}x)")
     at = {f: [a[f"wall_s_at_{f}"] for a in analysis.values() if a.get(f"wall_s_at_{f}")] for f in ("0.1", "1")}
@@ -594,8 +645,9 @@ def write_outputs(out: Path, code: str, per_fraction: list[dict], results: Seque
         rs = sorted((r for r in results if r.stage == stage), key=lambda r: r.train_products)
         n = [r.train_products for r in rs]
         axes[0].loglog(n, [max(r.wall_s, 1e-2) for r in rs], "o-", label=stage)
-        axes[1].loglog(n, [r.peak_rss_mb for r in rs], "o-", label=stage)
-    for ax, title in zip(axes, ("wall s", "peak RSS MB (process tree)")):
+        metric = analysis.get(stage, {}).get("memory_metric", "RSS")
+        axes[1].loglog(n, [max(memory_of(r, metric), 1.0) for r in rs], "o-", label=stage)
+    for ax, title in zip(axes, ("wall s", "peak memory MB (process tree: PSS, else RSS)")):
         ax.set_xlabel("train products")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
