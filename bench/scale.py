@@ -356,11 +356,13 @@ def table(results: Sequence[StageResult], analysis: dict[str, dict[str, Any]]) -
                         f"{r.out_mb:.1f}"]
         a = analysis.get(s, {})
         wall1, mem1, out1 = a.get("wall_s_at_1"), a.get("memory_mb_at_1"), a.get("out_mb_at_1")
-        mark = "" if a.get("wall_s_at_1_measured") else "~"  # ~: extrapolated
+        mark = "" if a.get("wall_s_at_1_measured") else "~"  # ~: extrapolated (F = 1.0 did not run)
+
+        def at_full(v: float | None, unit: float, spec: str) -> str:
+            return "-" if v is None else f"{mark}{v / unit:{spec}}"
+
         row += [_fmt(a.get("time_exponent"), ".2f"), _fmt(a.get("memory_exponent"), ".2f"),
-                _fmt(wall1 and wall1 / 3600, ".2f") if wall1 is None else f"{mark}{wall1 / 3600:.2f}",
-                _fmt(mem1 and mem1 / 1000, ".1f") if mem1 is None else f"{mark}{mem1 / 1000:.1f}",
-                _fmt(out1 and out1 / 1000, ".1f") if out1 is None else f"{mark}{out1 / 1000:.1f}"]
+                at_full(wall1, 3600, ".2f"), at_full(mem1, 1000, ".1f"), at_full(out1, 1000, ".1f")]
         lines.append("| " + " | ".join(row) + " |")
     totals = ["**total**"]
     for f in fractions:
