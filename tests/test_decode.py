@@ -111,6 +111,33 @@ def test_repeated_id_raises_or_is_skipped(tmp_path: Path) -> None:
     assert pd.read_parquet(tmp_path / "i.parquet")["_id"].tolist() == [1, 2, 2]
 
 
+def test_ascending_ids_need_no_per_product_arrays(tmp_path: Path, monkeypatch) -> None:
+    """Ids ascending through the file (the Kaggle files) cannot repeat: decode keeps a few numbers per
+    block, never the whole file's ids (8 bytes x 7 M products, then sorted); other orders still check."""
+    import cdiscount.decode as decode
+
+    docs = [_doc(i, pics=(JPEG,) * (1 + i // 3 % 3)) for i in range(1, 400, 3)]
+    src = write_bson(tmp_path / "train.bson", docs)
+    real = decode._repeated_rows
+
+    def refuse(ids):
+        raise AssertionError("held every _id of an ascending file")
+
+    monkeypatch.setattr(decode, "_repeated_rows", refuse)
+    stats = _decode(tmp_path, src, block_size=2048, workers=2)  # many blocks
+    n_pics = [len(d["imgs"]) for d in docs]
+    assert stats.products == len(docs) and stats.images == sum(n_pics)
+    assert stats.images_per_product == {k: n_pics.count(k) for k in (1, 2, 3)}
+    assert pd.read_parquet(tmp_path / "p.parquet")["_id"].tolist() == [d["_id"] for d in docs]
+    shuffled = write_bson(tmp_path / "t2.bson", docs[60:] + docs[:60] + [docs[7]])  # repeat, blocks apart
+    monkeypatch.setattr(decode, "_repeated_rows", real)
+    stats = _decode(tmp_path, shuffled, block_size=2048, on_error="skip")
+    assert stats.skipped == {"repeated_id": 1} and stats.products == len(docs)
+    images = pd.read_parquet(tmp_path / "i.parquet")
+    assert len(images) == stats.images == sum(n_pics)
+    assert images["_id"].drop_duplicates().tolist() == [d["_id"] for d in docs[60:] + docs[:60]]
+
+
 def test_invalid_bson_document_is_reported(tmp_path: Path) -> None:
     good = bson.encode(_doc(1))
     broken = bytearray(bson.encode(_doc(2)))

@@ -134,3 +134,44 @@ def test_blank_check_pool_gives_the_same_bytes_as_one_process(handmade: Path, wo
               config(DedupConfig, buckets=3, workers=1), progress=False)
     for name in ("hashes", "votes", "duplicates", "test_matches"):
         assert (handmade / f"d{workers}" / f"{name}.parquet").read_bytes() == (handmade / "ref" / f"{name}.parquet").read_bytes()
+
+
+def test_partitions_grow_with_the_rows_so_a_partition_stays_small(handmade: Path, monkeypatch) -> None:
+    """``dedup.buckets`` is a minimum: with 3 rows a partition allowed, the 12 picture rows take 4
+    partitions (the same tables, rows in another order), and the partition count never passes 2**16."""
+    from cdiscount import dedup
+
+    ref = run_dedup(handmade / "interim", handmade / "ref", handmade / "m" / "ref.json",
+                    config(DedupConfig, buckets=1), progress=False)
+    assert dedup.partitions(handmade / "interim", 1) == 1
+    monkeypatch.setattr(dedup, "BUCKET_ROWS", 3)
+    assert dedup.partitions(handmade / "interim", 1) == 4 and dedup.partitions(handmade / "interim", 8) == 8
+    seen: list[int] = []
+    real = dedup._partition
+    monkeypatch.setattr(dedup, "_partition", lambda i, p, buckets, r: seen.append(buckets) or real(i, p, buckets, r))
+    got = run_dedup(handmade / "interim", handmade / "small", handmade / "m" / "small.json",
+                    config(DedupConfig, buckets=1), progress=False)
+    assert seen == [4] and got == ref
+    for name in ("hashes", "votes", "duplicates", "test_matches"):
+        a, b = (pd.read_parquet(handmade / d / f"{name}.parquet") for d in ("ref", "small"))
+        key = list(a.columns)
+        pd.testing.assert_frame_equal(a.sort_values(key).reset_index(drop=True),
+                                      b.sort_values(key).reset_index(drop=True))
+    monkeypatch.setattr(dedup, "BUCKET_ROWS", 0.0001)
+    assert dedup.partitions(handmade / "interim", 1) == 1 << 16
+
+
+def test_product_match_counts_equal_the_pandas_join(tmp_path: Path) -> None:
+    from cdiscount.dedup import _product_matches
+
+    rng = np.random.default_rng(0)
+    test = pd.DataFrame({"_id": np.arange(1, 2001) * 5, "n_imgs": rng.integers(1, 5, 2000).astype(np.int32)})
+    test.to_parquet(tmp_path / "test_products.parquet", index=False)
+    matched = rng.choice(test["_id"], 3000)
+    per = pd.Series(matched).value_counts()
+    n = test["_id"].map(per).fillna(0).to_numpy()
+    expected = {"test_products_with_train_match": int((n > 0).sum()),
+                "test_products_fully_matched": int((n >= test["n_imgs"].to_numpy()).sum())}
+    assert _product_matches(tmp_path, matched, batch_rows=77) == expected
+    assert _product_matches(tmp_path, np.zeros(0, np.int64)) == {"test_products_with_train_match": 0,
+                                                                  "test_products_fully_matched": 0}

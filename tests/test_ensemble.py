@@ -161,3 +161,70 @@ def test_two_backbones_are_two_weighted_components_and_a_removed_one_is_left_out
     assert "['old'] are not in backbones.entries" in caplog.text
     one = run_ensemble(cfg, out_dir=tmp_path / "out", metrics_path=tmp_path / "m.json", backbones=["main"], **kw)
     assert set(one["components"]) == {"backbone/main"}
+
+
+def test_streamed_validation_gives_what_the_whole_fold_in_memory_gives(tmp_path, caplog, monkeypatch) -> None:
+    """Validation components read a chunk at a time (files in split order) and the same files read whole
+    (one shuffled file forces that) give the same weights, metrics and bytes, whatever the chunk size;
+    votes and the override take part (duplicated pictures between the folds and with test)."""
+    import hashlib
+    import json
+
+    import pandas as pd
+
+    from cdiscount.ensemble import EnsembleConfig, run_ensemble
+    from conftest import config
+
+    rng = np.random.default_rng(8)
+    n, n_test, n_classes = 300, 40, 7
+    tax = pd.DataFrame({"category_id": np.arange(100, 100 + n_classes), "idx": np.arange(n_classes)})
+    tax.to_parquet(tmp_path / "taxonomy.parquet")
+    true = rng.integers(0, n_classes, n)
+    fold = pd.Categorical(np.where(rng.random(n) < 0.4, "val", "train"), categories=["train", "val", "unused"])
+    pd.DataFrame({"_id": np.arange(n), "category_id": true + 100, "fold": fold}).to_parquet(tmp_path / "split.parquet")
+    test_ids = np.arange(1000, 1000 + n_test)
+    pd.DataFrame({"_id": test_ids}).to_parquet(tmp_path / "test.parquet")
+    (tmp_path / "dedup").mkdir()
+    pool = [hashlib.md5(str(i).encode()).hexdigest() for i in range(60)]
+    pics = rng.integers(0, n, 250)
+    dup = pd.DataFrame({"split": ["train"] * 250 + ["test"] * 30, "_id": np.r_[pics, rng.choice(test_ids, 30)],
+                        "md5": [pool[i] for i in rng.integers(0, 60, 280)],
+                        "category_id": np.r_[true[pics] + 100, np.zeros(30, int)]})
+    dup.to_parquet(tmp_path / "dedup/duplicates.parquet")
+    pd.DataFrame({"md5": pool, "is_blank": [i == 3 for i in range(60)]}).to_parquet(tmp_path / "dedup/hashes.parquet")
+    preds = tmp_path / "preds"
+    val_ids = np.flatnonzero(np.asarray(fold) == "val")
+    for name, acc, path, ids in (("backbone/main", 0.6, "train_products", np.arange(n)),
+                                 ("fusion", 0.7, "val_products", val_ids)):
+        right = rng.random(len(ids)) < acc
+        top = np.where(right, true[ids], (true[ids] + 1 + rng.integers(0, n_classes - 1, len(ids))) % n_classes)
+        _write_topk(preds / name / f"{path}.parquet", ids, top)
+        _write_topk(preds / name / "test_products.parquet", test_ids, rng.integers(0, n_classes, n_test))
+    kw = dict(taxonomy=tmp_path / "taxonomy.parquet", test_products=tmp_path / "test.parquet",
+              split_path=tmp_path / "split.parquet", dedup=tmp_path / "dedup", preds=preds, progress=False,
+              backbones=["main"])
+
+    def run(out: str, chunk: int) -> tuple[dict, dict[str, bytes]]:
+        cfg = config(EnsembleConfig, components=["backbone", "fusion"], chunk=chunk, fit_products=70)
+        m = run_ensemble(cfg, out_dir=tmp_path / out, metrics_path=tmp_path / f"{out}.json", **kw)
+        return m, {p.name: p.read_bytes() for p in sorted((tmp_path / out).glob("*.parquet"))}
+
+    def tables(out: str) -> dict[str, pd.DataFrame]:
+        return {p.name: pd.read_parquet(p) for p in sorted((tmp_path / out).glob("*.parquet"))}
+
+    import cdiscount.ensemble as ensemble
+
+    whole = ensemble.read_component
+    monkeypatch.setattr(ensemble, "read_component", lambda *a: pytest.fail("read a validation file whole"))
+    streamed, files = run("a", chunk=9)
+    monkeypatch.setattr(ensemble, "read_component", whole)
+    assert streamed["override_products"] > 0 and streamed["weights"]["dedup_vote"] >= 0
+    assert "read whole" not in caplog.text
+    assert run("b", chunk=10_000)[0] == streamed  # one chunk: the same numbers (row groups differ)
+    for name, table in tables("a").items():
+        pd.testing.assert_frame_equal(table, tables("b")[name])
+    fusion = pd.read_parquet(preds / "fusion/val_products.parquet")
+    fusion.sample(frac=1, random_state=0).to_parquet(preds / "fusion/val_products.parquet", index=False)
+    held, held_files = run("c", chunk=9)
+    assert "['fusion'] do not follow split.parquet's order: read whole" in caplog.text
+    assert json.dumps(held, sort_keys=True) == json.dumps(streamed, sort_keys=True) and held_files == files

@@ -1,5 +1,8 @@
+import hashlib
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from cdiscount.lookup import product_votes, vote_component
 
@@ -28,3 +31,45 @@ def test_vote_component_is_uniform_without_a_match() -> None:
     c = vote_component(v, np.array([7, 1]), idx_of, smoothing=0.1)
     assert (c.idx[0] == -1).all() and np.isclose(c.floor(3)[0], 1 / 3)
     assert sorted(c.idx[1].tolist()) == [0, 1] and np.allclose(c.prob[1], [0.45, 0.45])
+
+
+def _votes_in_memory(dedup, val_ids, placeholder_min_categories, min_votes):
+    """The whole-table version the partitioned one replaced (ensemble._votes before issue 11)."""
+    dup = pd.read_parquet(dedup / "duplicates.parquet", columns=["split", "_id", "md5", "category_id"])
+    hashes = pd.read_parquet(dedup / "hashes.parquet", columns=["md5", "is_blank"])
+    blank = frozenset(hashes.loc[hashes["is_blank"], "md5"])
+    train = dup[dup["split"] == "train"]
+    in_val = train["_id"].isin(val_ids)
+    kw = {"placeholder_min_categories": placeholder_min_categories, "blank_md5": blank, "min_votes": min_votes}
+    return {"val": product_votes(train[in_val], train[~in_val], **kw),
+            "test": product_votes(dup[dup["split"] == "test"], train, **kw)}
+
+
+@pytest.mark.parametrize("hex_md5", [True, False])
+@pytest.mark.parametrize("rows_per_part", [7, 10**6])
+def test_partitioned_votes_equal_the_whole_table_votes(tmp_path, monkeypatch, hex_md5: bool,
+                                                       rows_per_part: int) -> None:
+    import cdiscount.lookup as lookup
+    from cdiscount.lookup import votes_from_dedup
+
+    rng = np.random.default_rng(4)
+    pool = [hashlib.md5(str(i).encode()).hexdigest() if hex_md5 else f"h{i}" for i in range(120)]
+    n_train, n_test = 1500, 400
+    train_ids = rng.integers(1, 600, n_train)
+    cat_of = rng.choice([10, 20, 30, 40], 600, p=[0.6, 0.2, 0.1, 0.1])
+    dup = pd.DataFrame({"split": ["train"] * n_train + ["test"] * n_test,
+                        "_id": np.r_[train_ids, rng.integers(10_000, 10_300, n_test)],
+                        "md5": rng.choice(pool, n_train + n_test),
+                        "category_id": np.r_[cat_of[train_ids], np.zeros(n_test, int)]})
+    dup.to_parquet(tmp_path / "duplicates.parquet", index=False)
+    pd.DataFrame({"md5": pool, "is_blank": [i % 17 == 0 for i in range(len(pool))]}).to_parquet(
+        tmp_path / "hashes.parquet", index=False)
+    val_ids = np.unique(rng.choice(train_ids, 200))
+    monkeypatch.setattr(lookup, "PARTITION_ROWS", rows_per_part)
+    for pmc, mv in ((2, 1), (3, 2)):
+        got = votes_from_dedup(tmp_path, val_ids, placeholder_min_categories=pmc, min_votes=mv, batch_rows=111)
+        want = _votes_in_memory(tmp_path, val_ids, pmc, mv)
+        for k in ("val", "test"):
+            pd.testing.assert_frame_equal(got[k].table, want[k].table)
+            pd.testing.assert_series_equal(got[k].label, want[k].label)
+        assert len(want["val"].label) and len(want["test"].label)  # the data exercise both

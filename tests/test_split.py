@@ -1,8 +1,11 @@
+import hashlib
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from cdiscount.split import assign_folds
+from cdiscount.split import assign_folds, stream_folds, val_matches
 
 #: The fold rules of the repository's params.yaml.
 RULES = {"cap_per_category": 0, "min_products_for_val": 2}
@@ -44,3 +47,53 @@ def test_cap_marks_excess_training_products_unused() -> None:
 def test_invalid_params_are_rejected(kw) -> None:
     with pytest.raises(ValueError):
         assign_folds(_products({10: 5}), seed=0, **{**RULES, **kw})
+
+
+# --- the streamed split (issue 11): the same bytes as the in-memory one, a byte per product ----------------
+
+
+def _long_tail(n: int, seed: int = 0) -> pd.DataFrame:
+    """Products in ascending ``_id`` order, categories drawn from a long tail (some of one product)."""
+    rng = np.random.default_rng(seed)
+    cats = 1000 + rng.zipf(1.6, size=n) % 97 * 7
+    return pd.DataFrame({"_id": np.cumsum(rng.integers(1, 5, size=n)), "category_id": cats.astype(np.int64)})
+
+
+@pytest.mark.parametrize("cap", [0, 3])
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_streamed_split_writes_the_in_memory_split_byte_for_byte(tmp_path: Path, cap: int, shuffled: bool) -> None:
+    prods = _long_tail(5000)
+    if shuffled:  # not in _id order: sorted in memory instead, the same result
+        prods = prods.sample(frac=1, random_state=1)
+    prods.to_parquet(tmp_path / "products.parquet", index=False)
+    kw = {"seed": 3, "val_fraction": 0.1, "cap_per_category": cap, "min_products_for_val": 2}
+    expected = assign_folds(prods, **kw)
+    expected.to_parquet(tmp_path / "in_memory.parquet", index=False)
+    stream_folds(tmp_path / "products.parquet", tmp_path / "streamed.parquet", batch_rows=333, **kw)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "streamed.parquet"), expected)
+    assert (tmp_path / "streamed.parquet").read_bytes() == (tmp_path / "in_memory.parquet").read_bytes()
+
+
+def _val_matches_in_memory(split: pd.DataFrame, duplicates: Path) -> int:
+    """The pandas version the streamed count replaced (whole duplicates table, a set of strings)."""
+    dup = pd.read_parquet(duplicates, columns=["split", "_id", "md5"])
+    dup = dup[dup["split"] == "train"].merge(split[["_id", "fold"]], on="_id")
+    train_hashes = set(dup.loc[dup["fold"] == "train", "md5"])
+    val = dup[dup["fold"] == "val"]
+    return int(val.loc[val["md5"].isin(train_hashes), "_id"].nunique())
+
+
+@pytest.mark.parametrize("cap", [0, 2])
+def test_streamed_val_matches_count_what_the_in_memory_join_counted(tmp_path: Path, cap: int) -> None:
+    prods = _long_tail(3000, seed=5)
+    split = assign_folds(prods, seed=0, val_fraction=0.2, cap_per_category=cap, min_products_for_val=2)
+    split.to_parquet(tmp_path / "split.parquet", index=False)
+    rng = np.random.default_rng(2)
+    pool = [hashlib.md5(str(i).encode()).hexdigest() for i in range(400)]  # few hashes: many repeats
+    train = pd.DataFrame({"split": "train", "_id": rng.choice(prods["_id"], 2500),
+                          "md5": rng.choice(pool, 2500)})
+    test = pd.DataFrame({"split": "test", "_id": rng.integers(1, 10**6, 500), "md5": rng.choice(pool, 500)})
+    pd.concat([train, test]).sample(frac=1, random_state=0).to_parquet(tmp_path / "dup.parquet", index=False)
+    expected = _val_matches_in_memory(split, tmp_path / "dup.parquet")
+    assert 0 < expected < split["fold"].eq("val").sum()
+    assert val_matches(tmp_path / "split.parquet", tmp_path / "dup.parquet", batch_rows=97) == expected

@@ -425,3 +425,35 @@ def test_submission_stage_writes_the_validated_csv_in_test_order(tmp_path: Path,
     assert run_stage("submission") == 0
     assert (tmp_path / "submissions/submission.csv").read_text() == "_id,category_id\n1,10\n2,10\n3,20\n"
     assert json.loads((tmp_path / "metrics/submission.json").read_text()) == {"rows": 3, "override_rows": 0}
+
+
+def _labels(path: Path, ids, cats, sources) -> Path:
+    pd.DataFrame({"_id": np.asarray(ids, np.int64), "category_id": np.asarray(cats, np.int64),
+                  "source": sources}).to_parquet(path, index=False)
+    return path
+
+
+def test_run_submission_follows_test_order_whatever_the_labels_order(tmp_path: Path) -> None:
+    from cdiscount.submission import run_submission
+
+    shuffle = np.array([3, 0, 4, 1, 2])
+    src = ["model", "override", "model", "override", "override"]
+    labels = _labels(tmp_path / "l.parquet", IDS[shuffle], CATS[shuffle], [src[i] for i in shuffle])
+    summary = run_submission(labels, IDS, TAXONOMY, tmp_path / "s.csv")
+    assert summary == {"rows": 5, "override_rows": 3}
+    assert (tmp_path / "s.csv").read_text().splitlines()[1:] == rows()
+    in_order = _labels(tmp_path / "o.parquet", IDS, CATS, src)
+    assert run_submission(in_order, IDS, TAXONOMY, tmp_path / "o.csv") == summary
+    assert (tmp_path / "o.csv").read_bytes() == (tmp_path / "s.csv").read_bytes()
+
+
+def test_run_submission_names_missing_and_repeated_labels(tmp_path: Path) -> None:
+    from cdiscount.submission import run_submission
+
+    short = _labels(tmp_path / "short.parquet", IDS[:3], CATS[:3], ["model"] * 3)
+    with pytest.raises(InputError, match=r"2 test products have no label, e.g. _id \[42, 5\]"):
+        run_submission(short, IDS, TAXONOMY, tmp_path / "s.csv")
+    twice = _labels(tmp_path / "twice.parquet", np.r_[IDS, IDS[1]], np.r_[CATS, CATS[0]], ["model"] * 6)
+    with pytest.raises(InputError, match=r"1 test products have several labels, e.g. _id \[3\]"):
+        run_submission(twice, IDS, TAXONOMY, tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()

@@ -64,8 +64,7 @@ class BlockResult:
     """What a worker hands back: the tables themselves go to part files, not through a pipe."""
 
     base: int
-    ids: np.ndarray
-    offsets: np.ndarray
+    ids: np.ndarray  # the block's product ids and picture counts: decode_file keeps a summary of them
     n_imgs: np.ndarray
     errors: list[tuple[int, int | None, str, str]] = field(default_factory=list)
     nbytes: int = 0
@@ -275,7 +274,7 @@ def decode_block(block: memoryview, base: int, ctx: BlockContext) -> BlockResult
     _write_part(prod, parts / f"products-{base:016d}.arrow")
     _write_part(pa.table({k: image_cols[k] for k in IMAGE_SCHEMA[kind].names}, schema=IMAGE_SCHEMA[kind]),
                 parts / f"images-{base:016d}.arrow")
-    return BlockResult(base, rows.ids, offsets, n_imgs, errors, len(block))
+    return BlockResult(base, rows.ids, n_imgs, errors, len(block))
 
 
 @dataclass(frozen=True)
@@ -326,7 +325,7 @@ def decode_file(
     kind = "train" if labelled else "test"
     stats = SplitStats()
     skipped: list[tuple[int, int | None, str, str]] = []
-    results: list[BlockResult] = []
+    blocks = _BlockLog()
     t0 = time.perf_counter()
     with scratch_dir(products_out.parent, "decode-parts") as parts:
         ctx = BlockContext(str(path), labelled, category_ids, parts)
@@ -340,42 +339,94 @@ def decode_file(
                                      offset=off, product_id=pid)
                 log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
                 skipped.append((off, pid, reason, message))
-            results.append(res)
+            blocks.add(res)
             stats.bytes += res.nbytes
-        ids = np.concatenate([r.ids for r in results]) if results else np.zeros(0, np.int64)
-        offsets = np.concatenate([r.offsets for r in results]) if results else np.zeros(0, np.int64)
-        n_imgs = np.concatenate([r.n_imgs for r in results]) if results else np.zeros(0, np.int32)
-        keep = np.ones(len(ids), dtype=bool)
-        first: dict[int, int] = {}
-        for row in _repeated_rows(ids):
-            pid, off = int(ids[row]), int(offsets[row])
-            if not first:
-                first = {int(i): int(o) for i, o in zip(ids[::-1], offsets[::-1])}
-            message = f"repeated _id (first seen at byte offset {first[pid]})"
-            if not labelled:  # a submission needs each test product exactly once: never drop one
-                raise InputError(path, f"repeated test _id {pid} (first seen at byte offset {first[pid]}): test "
-                                       "products cannot be skipped", offset=off, product_id=pid)
-            if on_error == "raise":
-                raise InputError(path, message, offset=off, product_id=pid)
-            log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
-            skipped.append((off, pid, "repeated_id", message))
-            keep[row] = False
-        _merge_parts(Path(parts), [r.base for r in results], "products", PRODUCT_SCHEMA[kind], products_out, keep)
-        _merge_parts(Path(parts), [r.base for r in results], "images", IMAGE_SCHEMA[kind], images_out,
-                     np.repeat(keep, n_imgs.astype(np.int64)))
+        keep = None  # ids ascending through the file (the Kaggle files): no _id can repeat, nothing is held
+        if not blocks.ascending:
+            keep = _keep_first(Path(parts), blocks.bases, path, labelled, on_error, skipped)
+        merged = (_merge_parts(Path(parts), blocks.bases, "images", IMAGE_SCHEMA[kind], images_out, keep),
+                  _merge_parts(Path(parts), blocks.bases, "products", PRODUCT_SCHEMA[kind], products_out, keep))
+        if merged != (blocks.rows, blocks.rows):
+            raise AssertionError(f"{path}: merged {merged} products, decoded {blocks.rows}")
     pq.write_table(pa.table({
         "offset": [s[0] for s in skipped], "_id": [s[1] for s in skipped],
         "reason": [s[2] for s in skipped], "message": [s[3] for s in skipped]}, schema=SKIPPED_SCHEMA), skipped_out)
-    counts = n_imgs[keep]
-    stats.products = int(len(counts))
-    stats.images = int(counts.sum())
-    stats.images_per_product = {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))}
+    per_count = blocks.images_per_product if keep is None else _images_per_product(Path(products_out))
+    stats.products = sum(per_count.values())
+    stats.images = sum(k * v for k, v in per_count.items())
+    stats.images_per_product = dict(sorted(per_count.items()))
     for s in skipped:
         stats.skipped[s[2]] = stats.skipped.get(s[2], 0) + 1
     if not stats.products:
         raise _no_products(path, len(skipped))
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+@dataclass
+class _BlockLog:
+    """What ``decode_file`` keeps of each block's products: a few numbers, not a row per product, so that
+    memory stays flat over the 7 M products of the real train file."""
+
+    bases: list[int] = field(default_factory=list)
+    rows: int = 0
+    ascending: bool = True  # every _id so far above every earlier one
+    last: int | None = None
+    images_per_product: dict[int, int] = field(default_factory=dict)
+
+    def add(self, res: BlockResult) -> None:
+        self.bases.append(res.base)
+        self.rows += len(res.ids)
+        if len(res.ids):
+            self.ascending &= bool((np.diff(res.ids) > 0).all()) and (self.last is None or res.ids[0] > self.last)
+            self.last = int(res.ids[-1])
+        for k, v in zip(*np.unique(res.n_imgs, return_counts=True)):
+            self.images_per_product[int(k)] = self.images_per_product.get(int(k), 0) + int(v)
+
+
+def _read_parts(parts: Path, bases: list[int], name: str, columns: list[str]) -> dict[str, np.ndarray]:
+    """Columns of the workers' part files, concatenated in file order."""
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in columns}
+    for base in bases:
+        with pa.memory_map(str(parts / f"{name}-{base:016d}.arrow")) as source:
+            table = pa.ipc.open_file(source).read_all()
+        for c in columns:
+            cols[c].append(table.column(c).to_numpy())
+    return {c: np.concatenate(v) if v else np.zeros(0, np.int64) for c, v in cols.items()}
+
+
+def _keep_first(parts: Path, bases: list[int], path: Path, labelled: bool, on_error: str,
+                skipped: list[tuple[int, int | None, str, str]]) -> np.ndarray:
+    """Rows kept where ``_id`` does not ascend through the file: the first of each repeated ``_id``
+    (raising where a repeat may not be skipped). Reads the ids back from the part files: 8 bytes per
+    product, only for files not ordered like Kaggle's."""
+    cols = _read_parts(parts, bases, "products", ["_id", "offset"])
+    ids, offsets = cols["_id"], cols["offset"]
+    keep = np.ones(len(ids), dtype=bool)
+    first: dict[int, int] = {}
+    for row in _repeated_rows(ids):
+        pid, off = int(ids[row]), int(offsets[row])
+        if not first:
+            first = {int(i): int(o) for i, o in zip(ids[::-1], offsets[::-1])}
+        message = f"repeated _id (first seen at byte offset {first[pid]})"
+        if not labelled:  # a submission needs each test product exactly once: never drop one
+            raise InputError(path, f"repeated test _id {pid} (first seen at byte offset {first[pid]}): test "
+                                   "products cannot be skipped", offset=off, product_id=pid)
+        if on_error == "raise":
+            raise InputError(path, message, offset=off, product_id=pid)
+        log.warning("skipped record: %s", InputError(path, message, offset=off, product_id=pid))
+        skipped.append((off, pid, "repeated_id", message))
+        keep[row] = False
+    return keep
+
+
+def _images_per_product(products: Path) -> dict[int, int]:
+    """Histogram of ``n_imgs`` over the written product table (read in batches)."""
+    out: dict[int, int] = {}
+    for batch in pq.ParquetFile(products).iter_batches(columns=["n_imgs"]):
+        for k, v in zip(*np.unique(batch.column("n_imgs").to_numpy(), return_counts=True)):
+            out[int(k)] = out.get(int(k), 0) + int(v)
+    return out
 
 
 def _no_products(path: Path, skipped: int = 0) -> InputError:
@@ -394,20 +445,33 @@ def _check_inputs(raw_dir: Path) -> None:
             raise _no_products(src)
 
 
-def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, out: Path, keep: np.ndarray) -> None:
-    """Concatenate the workers' part files in file order into one parquet, dropping rows not kept."""
-    row = 0
+def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, out: Path,
+                 keep: np.ndarray | None = None) -> int:
+    """Concatenate the workers' part files in file order into one parquet, dropping the products not kept
+    (``keep``: one flag per product, None = all; image parts are merged before the product parts, whose
+    ``n_imgs`` maps their rows to products). Returns the products merged."""
+    products = 0
     with pq.ParquetWriter(out, schema) as writer:
         for base in bases:
             part = parts / f"{name}-{base:016d}.arrow"
             with pa.memory_map(str(part)) as source:
                 table = pa.ipc.open_file(source).read_all()
-            mask = keep[row : row + table.num_rows]
-            row += table.num_rows
-            writer.write_table(table if mask.all() else table.filter(pa.array(mask)))
+            mask = None
+            if name == "products":
+                n = table.num_rows
+                if keep is not None:
+                    mask = keep[products : products + n]
+            else:
+                counts = _read_parts(parts, [base], "products", ["n_imgs"])["n_imgs"].astype(np.int64)
+                n = len(counts)
+                if keep is not None:
+                    mask = np.repeat(keep[products : products + n], counts)
+            products += n
+            writer.write_table(table if mask is None or mask.all() else table.filter(pa.array(mask)))
             part.unlink()
-    if row != len(keep):
-        raise AssertionError(f"{out}: merged {row} rows, expected {len(keep)}")
+    if keep is not None and products != len(keep):
+        raise AssertionError(f"{out}: merged {products} products, expected {len(keep)}")
+    return products
 
 
 def _repeated_rows(ids: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,9 +34,10 @@ from .atomic import atomic_dir, write_json
 from .backbones import PREDS as BACKBONE_PREDS, component_name
 from .errors import ConfigError, InputError
 from .components import Component, ComponentStream, candidates, combine, read_component, simplex_grid
-from .lookup import Votes, product_votes, vote_component
+from .folds import fold_products
+from .lookup import Votes, vote_component, vote_width, votes_from_dedup
 from .params import Section
-from .topk import PRODUCT_SCHEMA, product_table
+from .topk import PRODUCT_SCHEMA, concat, product_table
 
 log = logging.getLogger(__name__)
 
@@ -170,36 +171,36 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     tax = pd.read_parquet(taxonomy).sort_values("idx")
     n_classes, idx_of = len(tax), tax.set_index("category_id")["idx"]
     cat_of = tax["category_id"].to_numpy()
-    split = pd.read_parquet(split_path)
-    val = split[split["fold"] == "val"]
+    val = fold_products(split_path, "val")
     ids = {"val": val["_id"].to_numpy(),
            "test": pd.read_parquet(test_products, columns=["_id"])["_id"].to_numpy()}
     true = val["category_id"].map(idx_of).to_numpy()
-    comps: list[Component] = []  # validation: held whole (the weights are fitted on it)
-    streams: list[ComponentStream] = []  # test: read in step, a chunk at a time
+    found: list[tuple[str, dict[str, Path]]] = []
     for name in expand_components(cfg.components, backbones) if backbones is not None else cfg.components:
         where = component_paths(preds, name)
         if not all(p.exists() for p in where.values()):
             log.info("component %s: no predictions at %s, left out", name, where["val"].parent)
             continue
-        comps.append(read_component(name, where["val"], ids["val"]))
-        streams.append(ComponentStream(name, where["test"], batch_rows=cfg.chunk))
-    if not comps:
+        found.append((name, where))
+    if not found:
         raise InputError(preds, f"none of the ensemble.components {cfg.components} has predictions here")
     votes = _votes(cfg, val, dedup)
-    if cfg.dedup_blend:
-        comps.append(vote_component(votes["val"], ids["val"], idx_of, cfg.vote_smoothing))
-    names = [c.name for c in comps]
+    names = [n for n, _ in found] + (["dedup_vote"] if cfg.dedup_blend else [])
+    val_chunks = _val_source(found, ids["val"], votes["val"], idx_of, cfg)
 
     rng = np.random.default_rng(cfg.seed)
     fit_rows = np.sort(rng.permutation(len(true))[: cfg.fit_products])
-    cand, probs = candidate_probs(_subset(comps, fit_rows), n_classes)
+    fit, per_comp_hits = _fit_subset(val_chunks(), fit_rows, true)
+    cand, probs = candidate_probs(fit, n_classes)
     weights, fitted_acc = fit_weights(probs, cand, true[fit_rows], cfg.mean, cfg.weight_step)
     cv = _cross_fitted(probs, cand, true[fit_rows], cfg, rng)
     log.info("ensemble weights: %s", {n: round(float(w), 3) for n, w in zip(names, weights)})
     models_only = [i for i, n in enumerate(names) if n != "dedup_vote"]
     no_dedup = np.zeros_like(weights)
     no_dedup[models_only] = fit_weights(probs[models_only], cand, true[fit_rows], cfg.mean, cfg.weight_step)[0]
+    fitted_best = max(float((c.idx[:, 0] == true[fit_rows]).mean()) for c in fit)
+    del fit, cand, probs
+    streams = [ComponentStream(name, where["test"], batch_rows=cfg.chunk) for name, where in found]
 
     def test_chunks() -> Iterator[list[Component]]:
         for b in range(0, len(ids["test"]), cfg.chunk):
@@ -210,8 +211,7 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
             s.finish()
 
     with atomic_dir(out_dir) as tmp:
-        val_top1 = _apply(_slices(comps, cfg.chunk), weights, cfg, n_classes, ids["val"],
-                          tmp / "val_products.parquet", progress)
+        val_top1 = _apply(val_chunks(), weights, cfg, n_classes, ids["val"], tmp / "val_products.parquet", progress)
         test_top1 = _apply(test_chunks(), weights, cfg, n_classes, ids["test"], tmp / "test_products.parquet",
                            progress)
         test_labels, test_source = _override(cat_of[test_top1], ids["test"], votes["test"], cfg.override)
@@ -221,11 +221,11 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     truth = val["category_id"].to_numpy()
     plain = np.zeros(len(true), dtype=np.int64)
     at = 0
-    for part in _slices(comps, cfg.chunk):
+    for part in val_chunks():
         cand, s = _scores(part, no_dedup, cfg.mean, n_classes)
         plain[at : at + len(cand)] = cand[np.arange(len(cand)), s.argmax(axis=1)]
         at += len(cand)
-    per_comp = {c.name: float((c.idx[:, 0] == true).mean()) for c in comps}
+    per_comp = {n: hits / max(len(true), 1) for n, hits in zip(names, per_comp_hits)}
     overridden = val_source == "override"
     metrics = {
         "products": int(len(true)),
@@ -246,8 +246,7 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
         # override: the fitted mix is never below its best component there (every vertex is on the grid).
         "fitted_products": int(len(fit_rows)),
         "fitted_product_accuracy": float(fitted_acc),
-        "fitted_best_component_accuracy": max(float((c.idx[fit_rows, 0] == true[fit_rows]).mean())
-                                              for c in comps),
+        "fitted_best_component_accuracy": fitted_best,
     }
     best = max(per_comp.values())
     if metrics["product_accuracy_before_override"] + 1e-9 < best:
@@ -256,6 +255,74 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     write_json(metrics_path, metrics)
     log.info("ensemble on validation: %s", json.dumps(metrics))
     return metrics
+
+
+def _follows(path: Path, ids: np.ndarray, batch_rows: int = 1 << 18) -> bool:
+    """Whether the rows of ``path`` for ``ids`` come in the order of ``ids``, once each (its ``_id``
+    column only)."""
+    at = 0
+    for b in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["_id"]):
+        got = b.column(0).to_numpy()
+        got = got[np.isin(got, ids)]
+        if not np.array_equal(got, ids[at : at + len(got)]):
+            return False
+        at += len(got)
+    return at == len(ids)
+
+
+def _val_source(found: list[tuple[str, dict[str, Path]]], ids: np.ndarray, votes: Votes, idx_of: pd.Series,
+                cfg: EnsembleConfig) -> Callable[[], Iterator[list[Component]]]:
+    """The validation components, ``cfg.chunk`` products at a time, as often as asked.
+
+    Streamed from the files where their rows follow the split's order (as every model stage writes
+    them: train.bson order, which is ``_id`` order in the Kaggle files): memory is one chunk, not the
+    707 k validation products x K x components of the real data. A file in another order is read
+    whole instead (logged), as before."""
+    width = vote_width(votes, ids) if cfg.dedup_blend else 0
+
+    def votes_of(chunk: np.ndarray) -> list[Component]:
+        return [vote_component(votes, chunk, idx_of, cfg.vote_smoothing, width)] if cfg.dedup_blend else []
+
+    if all(_follows(where["val"], ids) for _, where in found):
+        def streamed() -> Iterator[list[Component]]:
+            streams = [ComponentStream(name, where["val"], ids, batch_rows=cfg.chunk) for name, where in found]
+            for b in range(0, len(ids), cfg.chunk):
+                chunk = ids[b : b + cfg.chunk]
+                yield [s.take(chunk) for s in streams] + votes_of(chunk)
+            for s in streams:
+                s.finish()
+        return streamed
+    log.warning("ensemble: validation rows of %s do not follow split.parquet's order: read whole",
+                [n for n, w in found if not _follows(w["val"], ids)])
+    comps = [read_component(name, where["val"], ids) for name, where in found]
+
+    def held() -> Iterator[list[Component]]:
+        for b in range(0, len(ids), cfg.chunk):
+            rows = np.arange(b, min(b + cfg.chunk, len(ids)))
+            yield _subset(comps, rows) + votes_of(ids[rows])
+    return held
+
+
+def _fit_subset(chunks: Iterator[list[Component]], fit_rows: np.ndarray, true: np.ndarray
+                ) -> tuple[list[Component], list[int]]:
+    """The components' rows of ``fit_rows`` (sorted), and each component's top-1 hits over all rows."""
+    picked: list[list[Component]] = []
+    hits: list[int] = []
+    at = 0
+    for part in chunks:
+        n = len(part[0].idx)
+        rows = fit_rows[(fit_rows >= at) & (fit_rows < at + n)] - at
+        picked.append(_subset(part, rows))
+        hits = [h + int((c.idx[:, 0] == true[at : at + n]).sum()) for h, c in
+                zip(hits or [0] * len(part), part)]
+        at += n
+    if not picked:
+        return [], []
+    out = []
+    for j in range(len(picked[0])):
+        _, idx, prob = concat([(np.zeros(len(p[j].idx), np.int64), p[j].idx, p[j].prob) for p in picked])
+        out.append(Component(picked[0][j].name, idx, prob))
+    return out, hits
 
 
 def _cross_fitted(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, cfg: EnsembleConfig,
@@ -268,12 +335,6 @@ def _cross_fitted(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, cfg: En
         s = combine(np.log(probs[:, ~fit]), probs[:, ~fit], w, cfg.mean)
         correct += int((cand[~fit][np.arange((~fit).sum()), s.argmax(axis=1)] == true[~fit]).sum())
     return correct / max(len(true), 1)
-
-
-def _slices(comps: list[Component], chunk: int) -> Iterator[list[Component]]:
-    """In-memory components, ``chunk`` products at a time."""
-    for b in range(0, len(comps[0].idx), chunk):
-        yield _subset(comps, np.arange(b, min(b + chunk, len(comps[0].idx))))
 
 
 def _apply(chunks: Iterator[list[Component]], weights: np.ndarray, cfg: EnsembleConfig, n_classes: int,
@@ -312,15 +373,8 @@ def _topk_unique(cand: np.ndarray, score: np.ndarray, k: int) -> tuple[np.ndarra
 
 def _votes(cfg: EnsembleConfig, val: pd.DataFrame, dedup: Path) -> dict[str, Votes]:
     """Validation votes from the training fold only; test votes from every training product."""
-    dup = pd.read_parquet(dedup / "duplicates.parquet", columns=["split", "_id", "md5", "category_id"])
-    hashes = pd.read_parquet(dedup / "hashes.parquet", columns=["md5", "is_blank"])
-    blank = frozenset(hashes.loc[hashes["is_blank"], "md5"])
-    train = dup[dup["split"] == "train"]
-    in_val = train["_id"].isin(val["_id"])
-    kw = {"placeholder_min_categories": cfg.placeholder_min_categories, "blank_md5": blank,
-          "min_votes": cfg.min_votes}
-    return {"val": product_votes(train[in_val], train[~in_val], **kw),
-            "test": product_votes(dup[dup["split"] == "test"], train, **kw)}
+    return votes_from_dedup(dedup, val["_id"].to_numpy(), placeholder_min_categories=cfg.placeholder_min_categories,
+                            min_votes=cfg.min_votes)
 
 
 def _override(labels: np.ndarray, ids: np.ndarray, votes: Votes, enabled: bool) -> tuple[np.ndarray, np.ndarray]:

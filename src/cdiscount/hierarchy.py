@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_dir, write_json
 from .evaluation import write_csv
+from .folds import fold_products
 from .params import Section
 from .routing import group_mass, hard_route, soft_route
 from .topk import PRODUCT_SCHEMA, concat, densify, densify_columns, iter_topk, product_table, topk
@@ -138,14 +139,14 @@ def run_hierarchy(cfg: HierarchyConfig, *, taxonomy: Path, split_path: Path, fla
     tax = pd.read_parquet(taxonomy).sort_values("idx")
     n_classes = len(tax)
     experts = load_experts(specific)
-    split = pd.read_parquet(split_path, columns=["_id", "fold", "category_id"])
-    val_ids = split.loc[split["fold"] == "val", "_id"].to_numpy()
+    val = fold_products(split_path, "val")
+    val_ids = val["_id"].to_numpy()
     with atomic_dir(out_dir) as tmp:
         val_top1 = _route_split(flat / "train_products.parquet", val_ids, experts, "val", n_classes, cfg,
                                 tmp / "val_products.parquet", progress)
         _route_split(flat / "test_products.parquet", None, experts, "test", n_classes, cfg,
                      tmp / "test_products.parquet", progress)
-    truth = pd.Series(val_top1.pop("_id")).map(split.set_index("_id")["category_id"]).map(
+    truth = pd.Series(val_top1.pop("_id")).map(val.set_index("_id")["category_id"]).map(
         tax.set_index("category_id")["idx"])
     return evaluate_hierarchy(truth.to_numpy(), val_top1, experts, tax, fusion_metrics, metrics_dir)
 

@@ -20,13 +20,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from .atomic import atomic_path, write_json
+from .folds import FOLDS, fold_products
+from .md5_keys import md5_keys
 from .params import Section
+from .sorted_ids import isin_sorted
+from .whole_table_writer import WholeTableWriter
 
 log = logging.getLogger(__name__)
 
-FOLDS = ("train", "val", "unused")
 
 
 @dataclass(frozen=True)
@@ -82,33 +88,147 @@ def assign_folds(
     return out
 
 
+def fold_tables(counts: np.ndarray, category_ids: np.ndarray, *, seed: int, val_fraction: float,
+                cap_per_category: int, min_products_for_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per category, the fold code (index into :data:`FOLDS`) of its products in ``_id`` order.
+
+    Returns (codes, starts): category ``i``'s products take ``codes[starts[i] : starts[i] + counts[i]]``.
+    The very draws of :func:`assign_folds` (one generator per category, seeded by ``[seed, category_id]``),
+    so both give every product the same fold; this one needs a byte per product instead of the whole
+    product table.
+    """
+    codes = np.empty(int(counts.sum()), dtype=np.int8)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    for i, (cid, n) in enumerate(zip(category_ids.tolist(), counts.tolist())):
+        perm = np.random.default_rng([seed, int(cid)]).permutation(n)  # rank r -> position perm[r]
+        n_val = max(1, int(round(n * val_fraction))) if n >= min_products_for_val and val_fraction > 0 else 0
+        n_val = min(n_val, n - 1) if n > 1 else n_val
+        mine = codes[starts[i] : starts[i] + n]
+        mine[perm[:n_val]] = FOLDS.index("val")
+        mine[perm[n_val:]] = FOLDS.index("train")
+        if cap_per_category > 0:
+            mine[perm[n_val + cap_per_category :]] = FOLDS.index("unused")
+    return codes, starts
+
+
+def _positions(dense: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """Position of each row within its category, counting ``seen`` earlier rows per category (updated)."""
+    order = np.argsort(dense, kind="stable")
+    d = dense[order]
+    first = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+    within = np.arange(len(d)) - np.repeat(first, np.diff(np.r_[first, len(d)]))
+    pos = np.empty(len(d), dtype=np.int64)
+    pos[order] = seen[d] + within
+    seen += np.bincount(d, minlength=len(seen))
+    return pos
+
+
+def _scan(products: pq.ParquetFile, batch_rows: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Categories, their product counts, and whether ``_id`` ascends through the file (one pass)."""
+    counts: dict[int, int] = {}
+    last, ascending = None, True
+    for batch in products.iter_batches(batch_size=batch_rows, columns=["_id", "category_id"]):
+        ids = batch.column("_id").to_numpy()
+        if len(ids):
+            ascending &= bool((np.diff(ids) > 0).all()) and (last is None or ids[0] > last)
+            last = ids[-1]
+        cats, n = np.unique(batch.column("category_id").to_numpy(), return_counts=True)
+        for c, k in zip(cats.tolist(), n.tolist()):
+            counts[c] = counts.get(c, 0) + k
+    cats = np.array(sorted(counts), dtype=np.int64)
+    return cats, np.array([counts[c] for c in cats.tolist()], dtype=np.int64), ascending
+
+
+def stream_folds(products_path: str | Path, out_path: Path, *, seed: int, val_fraction: float,
+                 cap_per_category: int, min_products_for_val: int, batch_rows: int = 1 << 18
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Write what :func:`assign_folds` returns, byte for byte, reading ``products_path`` in batches.
+
+    Memory: a byte per product (the fold codes) plus one batch, against the whole product table sorted
+    in pandas (2.5 GB for the real 7 M products, measured). Needs the products in ascending ``_id``
+    order, as ``decode`` writes the Kaggle files; any other order is sorted in memory instead (logged).
+    Returns (category ids, counts, fold codes, code starts) for the metrics.
+    """
+    f = pq.ParquetFile(products_path)
+    cats, counts, ascending = _scan(f, batch_rows)
+    kw = {"seed": seed, "val_fraction": val_fraction, "cap_per_category": cap_per_category,
+          "min_products_for_val": min_products_for_val}
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"split.val_fraction must be in [0, 1), got {val_fraction}")
+    if min_products_for_val < 2:
+        raise ValueError("split.min_products_for_val must be >= 2 (a category needs one product to train on)")
+    codes, starts = fold_tables(counts, cats, **kw)
+    writer = WholeTableWriter(out_path)
+    if not ascending:
+        log.warning("%s: _id does not ascend through the file; the split sorts it in memory", products_path)
+        whole = assign_folds(pd.read_parquet(products_path, columns=["_id", "category_id"]), **kw)
+        writer.write(pa.Table.from_pandas(whole, preserve_index=False))
+    else:
+        seen = np.zeros(len(cats), dtype=np.int64)
+        for batch in f.iter_batches(batch_size=batch_rows, columns=["_id", "category_id"]):
+            cat = batch.column("category_id").to_numpy()
+            dense = np.searchsorted(cats, cat)
+            fold = codes[starts[dense] + _positions(dense, seen)]
+            frame = pd.DataFrame({"_id": batch.column("_id").to_numpy(), "category_id": cat,
+                                  "fold": pd.Categorical.from_codes(fold, categories=FOLDS)})
+            writer.write(pa.Table.from_pandas(frame, preserve_index=False))
+    writer.close()
+    return cats, counts, codes, starts
+
+
 def run_split(products_path: str | Path, duplicates: str | Path, out_path: str | Path, metrics_path: str | Path,
               cfg: SplitConfig) -> dict[str, Any]:
-    """Write ``split.parquet`` (``_id``, ``category_id``, ``fold``) and the split metrics."""
-    products = pd.read_parquet(products_path, columns=["_id", "category_id"])
-    split = assign_folds(products, seed=cfg.seed, val_fraction=cfg.val_fraction, cap_per_category=cfg.cap_per_category,
-                         min_products_for_val=cfg.min_products_for_val)
+    """Write ``split.parquet`` (``_id``, ``category_id``, ``fold``) and the split metrics (streamed)."""
     with atomic_path(out_path) as tmp:
-        split.to_parquet(tmp, index=False)
-    counts = split["fold"].value_counts()
-    per_cat = split.groupby("category_id", observed=True)["fold"].apply(lambda f: (f == "val").sum())
+        cats, counts, codes, starts = stream_folds(
+            products_path, Path(tmp), seed=cfg.seed, val_fraction=cfg.val_fraction,
+            cap_per_category=cfg.cap_per_category, min_products_for_val=cfg.min_products_for_val)
+    per_fold = np.bincount(codes, minlength=len(FOLDS))
+    val_per_cat = np.add.reduceat((codes == FOLDS.index("val")).astype(np.int64), starts) if len(codes) else codes
     metrics = {
-        "train_products": int(counts.get("train", 0)),
-        "val_products": int(counts.get("val", 0)),
-        "unused_products": int(counts.get("unused", 0)),
-        "categories": int(split["category_id"].nunique()),
-        "categories_without_val": int((per_cat == 0).sum()),
-        "val_products_with_train_match": _val_matches(split, Path(duplicates)),
+        "train_products": int(per_fold[FOLDS.index("train")]),
+        "val_products": int(per_fold[FOLDS.index("val")]),
+        "unused_products": int(per_fold[FOLDS.index("unused")]),
+        "categories": int(len(cats)),
+        "categories_without_val": int((val_per_cat == 0).sum()),
+        "val_products_with_train_match": val_matches(Path(out_path), Path(duplicates)),
     }
     write_json(metrics_path, metrics)
     log.info("split: %s", metrics)
     return metrics
 
 
-def _val_matches(split: pd.DataFrame, duplicates: Path) -> int:
-    """Validation products with a picture identical to one of a training-fold product."""
-    dup = pd.read_parquet(duplicates, columns=["split", "_id", "md5"])
-    dup = dup[dup["split"] == "train"].merge(split[["_id", "fold"]], on="_id")
-    train_hashes = set(dup.loc[dup["fold"] == "train", "md5"])
-    val = dup[dup["fold"] == "val"]
-    return int(val.loc[val["md5"].isin(train_hashes), "_id"].nunique())
+def _fold_ids(split_path: Path, fold: str, batch_rows: int) -> np.ndarray:
+    """Sorted ``_id`` of one fold (8 bytes per product of that fold)."""
+    return np.sort(fold_products(split_path, fold, ("_id",), batch_rows)["_id"].to_numpy())
+
+
+def val_matches(split_path: Path, duplicates: Path, batch_rows: int = 1 << 18) -> int:
+    """Validation products with a picture identical to one of a training-fold product.
+
+    Two passes over the duplicates table, holding the validation rows' hashes (16 bytes each) and the
+    ``_id`` of the validation and unused folds, not the table itself.
+    """
+    val_ids, unused_ids = _fold_ids(split_path, "val", batch_rows), _fold_ids(split_path, "unused", batch_rows)
+    dup = pq.ParquetFile(duplicates)
+
+    def train_rows() -> Any:
+        for b in dup.iter_batches(batch_size=batch_rows, columns=["split", "_id", "md5"]):
+            keep = pc.equal(b.column("split"), "train")
+            ids = b.column("_id").filter(keep).to_numpy()
+            yield ids, b.column("md5").filter(keep)
+
+    vk, vid = [], []
+    for ids, md5 in train_rows():
+        v = isin_sorted(ids, val_ids)
+        vk.append(md5_keys(md5.filter(pa.array(v))))
+        vid.append(ids[v])
+    if not vk:
+        return 0
+    val_keys, val_of = np.concatenate(vk), np.concatenate(vid)
+    hit = np.zeros(len(val_keys), dtype=bool)
+    for ids, md5 in train_rows():
+        t = ~isin_sorted(ids, val_ids) & ~isin_sorted(ids, unused_ids)
+        keys = md5_keys(md5.filter(pa.array(t)))
+        hit |= np.isin(val_keys, keys)
+    return int(len(np.unique(val_of[hit])))
