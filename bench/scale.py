@@ -84,6 +84,7 @@ class TreeSampler:
         self.peak_pss_bytes = 0  # proportional set size: shared pages split between their processes
         self.peak_processes = 0
         self.samples = 0
+        self._pss_at_rss = 0  # the largest summed RSS at which PSS was read
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -96,14 +97,19 @@ class TreeSampler:
         except psutil.Error:
             return 0
         total = pss = 0
-        with_pss = self.pss_every > 0 and self.samples % self.pss_every == 0
+        alive = []
         for p in procs:
             try:
                 total += p.memory_info().rss  # /proc/PID/statm: cheap
+                alive.append(p)
             except psutil.Error:  # exited between listing and reading
                 continue
-            if with_pss:
-                pss += _pss(p.pid)
+        # PSS every pss_every-th sample, and at every new RSS peak (5 % above the last): a stage shorter
+        # than pss_every x interval (2 s), or one whose peak lasts less, still gets the PSS of its peak.
+        periodic = self.pss_every > 0 and self.samples % self.pss_every == 0
+        if periodic or (self.pss_every > 0 and total > self._pss_at_rss * 1.05):
+            pss = sum(_pss(p.pid) for p in alive)
+            self._pss_at_rss = max(self._pss_at_rss, total)
         self.samples += 1
         if total > self.peak_bytes:
             self.peak_bytes, self.peak_processes = total, len(procs)

@@ -191,3 +191,21 @@ def test_copy_of_the_repository_carries_uncommitted_changes(tmp_path: Path) -> N
     (repo / "src" / "code.py").write_text("x = 1")
     (repo / "new.txt").write_text("outside the measured code")
     assert scale.fingerprint(repo) == before and scale.commit_label(repo).endswith("+changes")
+
+
+def test_sampler_reads_the_pss_of_a_peak_shorter_than_its_pss_period(tmp_path: Path) -> None:
+    """A stage whose memory peak lasts less than the periodic PSS read (every pss_every-th sample) still
+    gets its PSS: a new RSS peak triggers a read (at F = 0.01 short stages reported a PSS of 3 MB)."""
+    code = textwrap.dedent("""
+        import time
+        time.sleep(0.3)
+        block = bytearray(200 * 2**20)
+        for i in range(0, len(block), 4096): block[i] = 1
+        time.sleep(0.4)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    sampler = scale.TreeSampler(proc.pid, interval=0.05, pss_every=1000).start()  # periodic: first sample only
+    proc.wait()
+    sampler.stop()
+    assert sampler.peak_bytes > 200 * 2**20
+    assert sampler.peak_pss_bytes > 180 * 2**20
