@@ -176,3 +176,69 @@ sys.exit(run_stage(main, None, ["--params", {str(REPO / "params.yaml")!r}]))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 143, out.stderr
     assert list(tmp_path.iterdir()) == [], "a temp survived the interrupted cleanup"
+
+
+_SIGNAL_IN_A_CRITICAL_MOMENT = """
+import os, signal, sys, tempfile, threading, time
+from pathlib import Path
+from cdiscount import atomic
+from cdiscount.runner import run_stage
+
+# A second thread, as every real stage has (BLAS, arrow, tqdm): while the main thread blocks SIGTERM the
+# kernel hands a process-directed SIGTERM to this one, and Python still runs the handler in the main thread.
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()
+out = Path({out!r})
+moment = {moment!r}
+sent = []
+
+def kill_once():
+    if not sent:
+        sent.append(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the other thread takes it
+
+def wrap(fn):
+    def wrapped(*a, **k):
+        result = fn(*a, **k)
+        kill_once()
+        return result
+    return wrapped
+
+if moment in ("create", "scratch"):
+    tempfile.mkstemp, tempfile.mkdtemp = wrap(tempfile.mkstemp), wrap(tempfile.mkdtemp)
+
+def main(args):
+    if moment == "scratch":
+        with atomic.scratch_dir(out, "parts") as parts:
+            time.sleep(5)
+    with atomic.publish({{"a": out / "a.parquet", "b": out / "b.parquet"}}) as tmp:
+        for t in tmp.values():
+            t.write_text("x")
+        if moment == "rename":
+            os.replace = wrap(os.replace)
+        if moment == "cleanup":
+            real_exists = Path.exists
+            def exists(self, *a, **k):
+                if self.name.endswith(".tmp"):
+                    kill_once()
+                return real_exists(self, *a, **k)
+            Path.exists = exists
+            raise RuntimeError("the stage failed")
+    time.sleep(5)
+
+sys.exit(run_stage(main, None, ["--params", {params!r}]))
+"""
+
+
+@pytest.mark.parametrize("moment", ["create", "scratch", "rename", "cleanup"])
+def test_sigterm_taken_by_another_thread_still_leaves_no_temp_and_no_half_publish(tmp_path: Path, moment: str) -> None:
+    """SIGTERM arriving while a temp is made and recorded, while outputs are renamed or while temps are
+    removed: blocking the signal in the main thread is not enough (the fresh-clone CI once found
+    ``.train_products.parquet.*.tmp`` left behind: the kernel had given SIGTERM to another thread and
+    Python ran the handler in the middle of that moment)."""
+    code = _SIGNAL_IN_A_CRITICAL_MOMENT.format(out=str(tmp_path), moment=moment, params=str(REPO / "params.yaml"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 143, out.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left in ([], ["a.parquet", "b.parquet"]), f"temps left or only some outputs replaced: {left}"
+    assert left == (["a.parquet", "b.parquet"] if moment == "rename" else [])

@@ -40,22 +40,59 @@ def _plain_mode(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def _signals_held() -> Iterator[None]:
-    """Hold SIGINT / SIGTERM while a temp is created and recorded, or while temps are moved or removed,
-    so an interrupt can never leave an untracked temp behind (it is delivered right after)."""
+def _signals_deferred() -> Iterator[None]:
+    """Defer SIGINT / SIGTERM while a temp is created and recorded, or while temps are moved or removed,
+    so an interrupt can never leave an untracked temp or half the outputs replaced; a signal that came
+    is re-sent on the way out and unwinds from there.
+
+    Blocking the signals in the main thread (``pthread_sigmask``) is not enough: the kernel then hands a
+    process-directed signal to another thread (BLAS, arrow, tqdm: every stage has some), and Python still
+    runs the handler in the main thread at its next bytecode, inside the moment it was meant to spare.
+    Swapping the Python-level handlers for a recorder holds whichever thread took the signal.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    came: list[int] = []
+    watched = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: came.append(signum)) for s in watched}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in previous.items():  # None: a handler not set from Python, which cannot be put back
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
-def scratch_dir(near: str | Path, name: str) -> tempfile.TemporaryDirectory:
+@contextlib.contextmanager
+def scratch_dir(near: str | Path, name: str) -> Iterator[str]:
     """A scratch folder next to ``near`` (same disk), named like every temp here, removed on exit."""
-    return tempfile.TemporaryDirectory(prefix=f".{name}.", suffix=".tmp", dir=near)
+    made: str | None = None
+    try:
+        with _signals_deferred():
+            made = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=near)
+        yield made
+    finally:
+        if made is not None:
+            with _signals_deferred():
+                shutil.rmtree(made, ignore_errors=True)
+
+
+def _new_temp(target: Path, folder: bool = False) -> Path:
+    """An empty temp file (or folder) beside ``target`` with a plain mode (call with signals deferred)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    naming = {"prefix": f".{target.name}.", "suffix": ".tmp", "dir": target.parent}
+    if folder:
+        return Path(tempfile.mkdtemp(**naming))
+    fd, name = tempfile.mkstemp(**naming)
+    os.close(fd)
+    return Path(name)
+
+
+def _remove(tmp: Path | None) -> None:
+    if tmp is not None and tmp.exists():
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
 
 
 def clear_stale(paths: Iterable[str | Path]) -> list[Path]:
@@ -77,37 +114,39 @@ def clear_stale(paths: Iterable[str | Path]) -> list[Path]:
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = _plain_mode(Path(tmp_name))
+    path, tmp = Path(path), None
     try:
+        with _signals_deferred():
+            tmp = _new_temp(path)
+        _plain_mode(tmp)
         yield tmp
-        os.replace(tmp, path)
+        with _signals_deferred():
+            os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with _signals_deferred():
+            _remove(tmp)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` as a whole only on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _plain_mode(Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)))
+    path, tmp = Path(path), None
     try:
+        with _signals_deferred():
+            tmp = _new_temp(path, folder=True)
+        _plain_mode(tmp)
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}.tmp")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with _signals_deferred():  # the old folder goes only once the new one is in place
+            if path.exists():
+                old = path.with_name(f".{path.name}.old-{os.getpid()}.tmp")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with _signals_deferred():
+            _remove(tmp)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -125,18 +164,14 @@ def publish(outputs: dict[str, Path]) -> Iterator[dict[str, Path]]:
     tmps: dict[str, Path] = {}
     try:
         for name, target in outputs.items():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with _signals_held():
-                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-                os.close(fd)
-                tmps[name] = Path(tmp_name)
+            with _signals_deferred():
+                tmps[name] = _new_temp(target)
             _plain_mode(tmps[name])
         yield tmps
-        with _signals_held():  # all outputs move, or none: an interrupt waits for the last rename
+        with _signals_deferred():  # all outputs move, or none: an interrupt waits for the last rename
             for name, target in outputs.items():
                 os.replace(tmps[name], target)
     finally:
-        with _signals_held():  # an interrupt landing mid-cleanup would leave the remaining temps behind
+        with _signals_deferred():  # an interrupt landing mid-cleanup would leave the remaining temps behind
             for tmp in tmps.values():
-                if tmp.exists():
-                    tmp.unlink()
+                _remove(tmp)
