@@ -228,3 +228,27 @@ def test_streamed_validation_gives_what_the_whole_fold_in_memory_gives(tmp_path,
     held, held_files = run("c", chunk=9)
     assert "['fusion'] do not follow split.parquet's order: read whole" in caplog.text
     assert json.dumps(held, sort_keys=True) == json.dumps(streamed, sort_keys=True) and held_files == files
+
+
+def test_the_grid_fit_scratch_is_bounded_whatever_the_fitted_products(monkeypatch) -> None:
+    """The fit's scratch follows ``FIT_SCRATCH_BYTES``, not ``batch`` x products: a fixed batch of 8
+    vectors took 1.3 GB at 50,000 products (memory that grew with ``ensemble.fit_products``)."""
+    import tracemalloc
+
+    from cdiscount import ensemble
+
+    rng = np.random.default_rng(5)
+    n, k = 8000, 10
+    comps = [Component(f"c{m}", np.stack([rng.permutation(40)[:k] for _ in range(n)]),
+                       np.sort(rng.dirichlet(np.ones(k), n), axis=1)[:, ::-1].astype(np.float32)) for m in range(3)]
+    true = comps[0].idx[:, 0].copy()
+    cand, probs = candidate_probs(comps, 40)
+    want = fit_weights(probs, cand, true, "geometric", 0.1)
+    monkeypatch.setattr(ensemble, "FIT_SCRATCH_BYTES", 1 << 20, raising=False)
+    tracemalloc.start()
+    got = fit_weights(probs, cand, true, "geometric", 0.1)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.allclose(got[0], want[0]) and got[1] == pytest.approx(want[1])
+    # the log-probabilities (one copy of probs) and one vector's [N, U] float64 scratch, a few times over
+    assert peak < probs.nbytes + 6 * cand.size * 8, (peak, probs.nbytes)

@@ -65,22 +65,8 @@ def _signals_deferred() -> Iterator[None]:
             signal.raise_signal(came[0])
 
 
-@contextlib.contextmanager
-def scratch_dir(near: str | Path, name: str) -> Iterator[str]:
-    """A scratch folder next to ``near`` (same disk), named like every temp here, removed on exit."""
-    made: str | None = None
-    try:
-        with _signals_deferred():
-            made = tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=near)
-        yield made
-    finally:
-        if made is not None:
-            with _signals_deferred():
-                shutil.rmtree(made, ignore_errors=True)
-
-
 def _new_temp(target: Path, folder: bool = False) -> Path:
-    """An empty temp file (or folder) beside ``target`` with a plain mode (call with signals deferred)."""
+    """An empty temp file (or folder) beside ``target`` (call with signals deferred)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     naming = {"prefix": f".{target.name}.", "suffix": ".tmp", "dir": target.parent}
     if folder:
@@ -93,6 +79,31 @@ def _new_temp(target: Path, folder: bool = False) -> Path:
 def _remove(tmp: Path | None) -> None:
     if tmp is not None and tmp.exists():
         shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink()
+
+
+@contextlib.contextmanager
+def _temp(target: Path, folder: bool = False) -> Iterator[Path]:
+    """A temp file (or folder) beside ``target`` with a plain mode, removed on exit unless renamed away.
+
+    Made with signals deferred and known to the cleanup before any interrupt can land (the deferred
+    signal is re-raised inside the ``try``), and removed with signals deferred too: no moment leaves
+    an untracked or half-removed temp. Every temp and scratch folder of this module is one of these."""
+    tmp = None
+    try:
+        with _signals_deferred():
+            tmp = _new_temp(target, folder)
+        _plain_mode(tmp)
+        yield tmp
+    finally:
+        with _signals_deferred():
+            _remove(tmp)
+
+
+@contextlib.contextmanager
+def scratch_dir(near: str | Path, name: str) -> Iterator[str]:
+    """A scratch folder next to ``near`` (same disk), named like every temp here, removed on exit."""
+    with _temp(Path(near) / name, folder=True) as made:
+        yield str(made)
 
 
 def clear_stale(paths: Iterable[str | Path]) -> list[Path]:
@@ -114,27 +125,18 @@ def clear_stale(paths: Iterable[str | Path]) -> list[Path]:
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` only on success."""
-    path, tmp = Path(path), None
-    try:
-        with _signals_deferred():
-            tmp = _new_temp(path)
-        _plain_mode(tmp)
+    path = Path(path)
+    with _temp(path) as tmp:
         yield tmp
         with _signals_deferred():
             os.replace(tmp, path)
-    finally:
-        with _signals_deferred():
-            _remove(tmp)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` as a whole only on success."""
-    path, tmp = Path(path), None
-    try:
-        with _signals_deferred():
-            tmp = _new_temp(path, folder=True)
-        _plain_mode(tmp)
+    path = Path(path)
+    with _temp(path, folder=True) as tmp:
         yield tmp
         with _signals_deferred():  # the old folder goes only once the new one is in place
             if path.exists():
@@ -144,9 +146,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 os.replace(tmp, path)
-    finally:
-        with _signals_deferred():
-            _remove(tmp)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -159,7 +158,9 @@ def write_json(path: str | Path, obj: Any) -> None:
 def publish(outputs: dict[str, Path]) -> Iterator[dict[str, Path]]:
     """Stage several outputs in temp files and move them all into place only if every one succeeded.
 
-    Yields a mapping name -> temporary path; on success each temp file replaces its target.
+    Yields a mapping name -> temporary path; on success each temp file replaces its target. The temps
+    follow :func:`_temp`'s rules, with one deferral over the whole cleanup (an interrupt landing between
+    two removals would leave the remaining temps behind).
     """
     tmps: dict[str, Path] = {}
     try:
@@ -172,6 +173,6 @@ def publish(outputs: dict[str, Path]) -> Iterator[dict[str, Path]]:
             for name, target in outputs.items():
                 os.replace(tmps[name], target)
     finally:
-        with _signals_deferred():  # an interrupt landing mid-cleanup would leave the remaining temps behind
+        with _signals_deferred():
             for tmp in tmps.values():
                 _remove(tmp)

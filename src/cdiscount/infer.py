@@ -25,6 +25,7 @@ from .backbones import NO_FEATURES
 from .data import ImageDataset
 from .bson_io import open_store
 from .images import normalise
+from .malloc_tuning import fix_mmap_threshold
 from .topk import PRODUCT_SCHEMA, SCHEMA_FIELDS, ProductAggregator, product_table, topk
 from .train import autocast
 
@@ -39,7 +40,11 @@ def infer_split(model, store, images: pd.DataFrame, image_size: int, *, feature_
                 batch_size: int = 128, workers: int = 2, shard_rows: int = 1_000_000, amp: str = "auto",
                 channels_last: bool = True, progress: bool = True, desc: str = "infer") -> None:
     """Features and top-K predictions for ``images`` (rows of the store, products contiguous);
-    ``feature_dir=None`` writes the predictions only."""
+    ``feature_dir=None`` writes the predictions only.
+
+    Fixes glibc's mmap threshold first (process-wide, see :mod:`~cdiscount.malloc_tuning`): with the
+    dynamic one this loop's per-batch probability buffers piled up in the heap, ~1 KB per picture."""
+    fix_mmap_threshold()
     device = next(model.parameters()).device
     ds = ImageDataset(store, images.index.to_numpy(), None, image_size)
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, pin_memory=device.type == "cuda")
