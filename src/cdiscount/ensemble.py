@@ -125,7 +125,7 @@ def fit_weights(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str
     m, n, u = probs.shape
     if n == 0:
         return grid[0], 0.0
-    batch = max(1, min(batch, FIT_SCRATCH_BYTES // (3 * 8 * n * u)))
+    batch = max(1, min(batch, FIT_SCRATCH_BYTES // max(1, 3 * 8 * n * u)))
     source = (np.log(probs) if mean == "geometric" else probs).reshape(m, -1).astype(np.float32, copy=False)
     acc = np.empty(len(grid))
     for b in range(0, len(grid), batch):
