@@ -232,7 +232,7 @@ def test_streamed_validation_gives_what_the_whole_fold_in_memory_gives(tmp_path,
 
 def test_the_grid_fit_scratch_is_bounded_whatever_the_fitted_products(monkeypatch) -> None:
     """The fit's scratch follows ``FIT_SCRATCH_BYTES``, not ``batch`` x products: a fixed batch of 8
-    vectors took 1.3 GB at 50,000 products (memory that grew with ``ensemble.fit_products``)."""
+    vectors needs about 1.3 GB at 50,000 products (memory that grew with ``ensemble.fit_products``)."""
     import tracemalloc
 
     from cdiscount import ensemble
