@@ -29,6 +29,7 @@ from .bson_io import (document_id, frame, is_jpeg, jpeg_problem, kaggle_layout, 
                       picture_offsets, whole_jpegs)
 from .errors import InputError
 from .params import Section
+from .sorted_ids import continues_ascending
 from .taxonomy import load_taxonomy
 
 log = logging.getLogger(__name__)
@@ -378,7 +379,7 @@ class _BlockLog:
         self.bases.append(res.base)
         self.rows += len(res.ids)
         if len(res.ids):
-            self.ascending &= bool((np.diff(res.ids) > 0).all()) and (self.last is None or res.ids[0] > self.last)
+            self.ascending &= continues_ascending(res.ids, self.last)
             self.last = int(res.ids[-1])
         for k, v in zip(*np.unique(res.n_imgs, return_counts=True)):
             self.images_per_product[int(k)] = self.images_per_product.get(int(k), 0) + int(v)

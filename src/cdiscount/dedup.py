@@ -33,6 +33,7 @@ from .bson_io import source_bson
 from .errors import InputError, WorkerLost
 from .md5_keys import hex_digits
 from .params import Section
+from .sorted_ids import find_sorted
 from .whole_table_writer import WholeTableWriter
 
 log = logging.getLogger(__name__)
@@ -310,8 +311,8 @@ def _product_matches(interim: Path, matched_ids: np.ndarray, batch_rows: int = 1
     f = pq.ParquetFile(interim / "test_products.parquet")
     for batch in f.iter_batches(batch_size=batch_rows, columns=["_id", "n_imgs"]):
         pid = batch.column("_id").to_numpy()
-        at = np.minimum(np.searchsorted(ids, pid), max(len(ids) - 1, 0))
-        n = np.where(ids[at] == pid, per_id[at], 0) if len(ids) else np.zeros(len(pid), np.int64)
+        at, found = find_sorted(pid, ids)
+        n = np.where(found, per_id[at], 0) if len(ids) else np.zeros(len(pid), np.int64)
         matched += int((n > 0).sum())
         fully += int((n >= batch.column("n_imgs").to_numpy()).sum())
     return {"test_products_with_train_match": matched, "test_products_fully_matched": fully}

@@ -28,7 +28,7 @@ from .atomic import atomic_path, write_json
 from .folds import FOLDS, fold_products
 from .md5_keys import md5_keys
 from .params import Section
-from .sorted_ids import isin_sorted
+from .sorted_ids import continues_ascending, isin_sorted
 from .whole_table_writer import WholeTableWriter
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def _scan(products: pq.ParquetFile, batch_rows: int) -> tuple[np.ndarray, np.nda
     for batch in products.iter_batches(batch_size=batch_rows, columns=["_id", "category_id"]):
         ids = batch.column("_id").to_numpy()
         if len(ids):
-            ascending &= bool((np.diff(ids) > 0).all()) and (last is None or ids[0] > last)
+            ascending &= continues_ascending(ids, last)
             last = ids[-1]
         cats, n = np.unique(batch.column("category_id").to_numpy(), return_counts=True)
         for c, k in zip(cats.tolist(), n.tolist()):

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from .atomic import publish
 from .errors import CdiscountError, InputError
+from .sorted_ids import find_sorted
 
 HEADER = b"_id,category_id"
 _BOM = b"\xef\xbb\xbf"
@@ -470,8 +471,7 @@ def _labels_in_order(labels: Path, order: np.ndarray) -> tuple[np.ndarray, int]:
     if len(repeated):
         raise InputError(labels, f"{len(np.unique(repeated))} test products have several labels, e.g. _id "
                                  f"{np.unique(repeated)[:5].tolist()}")
-    at = np.minimum(np.searchsorted(sorted_ids, order), max(len(ids) - 1, 0))
-    found = sorted_ids[at] == order if len(ids) else np.zeros(len(order), dtype=bool)
+    at, found = find_sorted(order, sorted_ids)
     if not found.all():
         missing = order[~found]
         raise InputError(labels, f"{len(missing)} test products have no label, e.g. _id {missing[:5].tolist()}")
