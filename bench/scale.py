@@ -463,6 +463,7 @@ def generate(fraction: float, seed: int, pictures: str, px: int, cache: Path, en
     if (out / "test_solution.csv").exists() and summary_path.exists():
         return out, json.loads(summary_path.read_text())
     print(f"synth F={fraction:g} -> {out}", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)  # the log sits beside the data
     m = measure([sys.executable, "-m", "cdiscount.cli", "synth", "--fraction", str(fraction), "--out", str(out),
                  "--seed", str(seed), "--picture-px", str(px), "--pictures", pictures], cwd=REPO, env=env,
                 log=cache / f"synth-{out.name}.log")

@@ -44,9 +44,12 @@ def test_cap_marks_excess_training_products_unused() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"val_fraction": 1.0}, {"val_fraction": 0.1, "min_products_for_val": 1}])
-def test_invalid_params_are_rejected(kw) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_params_are_rejected(kw, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="split.(val_fraction|min_products_for_val) must"):
         assign_folds(_products({10: 5}), seed=0, **{**RULES, **kw})
+    # the streamed split checks them before it reads a product (here: a file that is not even there)
+    with pytest.raises(ValueError, match="split.(val_fraction|min_products_for_val) must"):
+        stream_folds(tmp_path / "missing.parquet", tmp_path / "out.parquet", seed=0, **{**RULES, **kw})
 
 
 # --- the streamed split (issue 11): the same bytes as the in-memory one, a byte per product ----------------

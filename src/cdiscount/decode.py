@@ -347,8 +347,9 @@ def decode_file(
             keep = _keep_first(Path(parts), blocks.bases, path, labelled, on_error, skipped)
         merged = (_merge_parts(Path(parts), blocks.bases, "images", IMAGE_SCHEMA[kind], images_out, keep),
                   _merge_parts(Path(parts), blocks.bases, "products", PRODUCT_SCHEMA[kind], products_out, keep))
-        if merged != (blocks.rows, blocks.rows):
-            raise AssertionError(f"{path}: merged {merged} products, decoded {blocks.rows}")
+        decoded = (sum(k * v for k, v in blocks.images_per_product.items()), blocks.rows)
+        if merged != decoded:
+            raise AssertionError(f"{path}: merged (pictures, products) {merged}, decoded {decoded}")
     pq.write_table(pa.table({
         "offset": [s[0] for s in skipped], "_id": [s[1] for s in skipped],
         "reason": [s[2] for s in skipped], "message": [s[3] for s in skipped]}, schema=SKIPPED_SCHEMA), skipped_out)
@@ -450,29 +451,27 @@ def _merge_parts(parts: Path, bases: list[int], name: str, schema: pa.Schema, ou
                  keep: np.ndarray | None = None) -> int:
     """Concatenate the workers' part files in file order into one parquet, dropping the products not kept
     (``keep``: one flag per product, None = all; image parts are merged before the product parts, whose
-    ``n_imgs`` maps their rows to products). Returns the products merged."""
-    products = 0
+    ``n_imgs`` then maps their rows to products). Returns the part rows read (pictures or products)."""
+    rows = products = 0
     with pq.ParquetWriter(out, schema) as writer:
         for base in bases:
             part = parts / f"{name}-{base:016d}.arrow"
             with pa.memory_map(str(part)) as source:
                 table = pa.ipc.open_file(source).read_all()
             mask = None
-            if name == "products":
-                n = table.num_rows
-                if keep is not None:
-                    mask = keep[products : products + n]
-            else:
+            if keep is not None and name == "products":
+                mask = keep[products : products + table.num_rows]
+                products += table.num_rows
+            elif keep is not None:
                 counts = _read_parts(parts, [base], "products", ["n_imgs"])["n_imgs"].astype(np.int64)
-                n = len(counts)
-                if keep is not None:
-                    mask = np.repeat(keep[products : products + n], counts)
-            products += n
+                mask = np.repeat(keep[products : products + len(counts)], counts)
+                products += len(counts)
+            rows += table.num_rows
             writer.write_table(table if mask is None or mask.all() else table.filter(pa.array(mask)))
             part.unlink()
     if keep is not None and products != len(keep):
         raise AssertionError(f"{out}: merged {products} products, expected {len(keep)}")
-    return products
+    return rows
 
 
 def _repeated_rows(ids: np.ndarray) -> np.ndarray:

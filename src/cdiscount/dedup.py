@@ -312,7 +312,8 @@ def _product_matches(interim: Path, matched_ids: np.ndarray, batch_rows: int = 1
     for batch in f.iter_batches(batch_size=batch_rows, columns=["_id", "n_imgs"]):
         pid = batch.column("_id").to_numpy()
         at, found = find_sorted(pid, ids)
-        n = np.where(found, per_id[at], 0) if len(ids) else np.zeros(len(pid), np.int64)
+        n = np.zeros(len(pid), np.int64)
+        n[found] = per_id[at[found]]
         matched += int((n > 0).sum())
         fully += int((n >= batch.column("n_imgs").to_numpy()).sum())
     return {"test_products_with_train_match": matched, "test_products_fully_matched": fully}

@@ -208,15 +208,10 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     no_dedup[models_only] = fit_weights(probs[models_only], cand, true[fit_rows], cfg.mean, cfg.weight_step)[0]
     fitted_best = max(float((c.idx[:, 0] == true[fit_rows]).mean()) for c in fit)
     del fit, cand, probs
-    streams = [ComponentStream(name, where["test"], batch_rows=cfg.chunk) for name, where in found]
 
-    def test_chunks() -> Iterator[list[Component]]:
-        for b in range(0, len(ids["test"]), cfg.chunk):
-            chunk = ids["test"][b : b + cfg.chunk]
-            yield [s.take(chunk) for s in streams] + (
-                [vote_component(votes["test"], chunk, idx_of, cfg.vote_smoothing)] if cfg.dedup_blend else [])
-        for s in streams:
-            s.finish()
+    def test_votes(chunk: np.ndarray) -> list[Component]:
+        return [vote_component(votes["test"], chunk, idx_of, cfg.vote_smoothing)] if cfg.dedup_blend else []
+    test_chunks = _streamed(found, "test", ids["test"], None, cfg.chunk, test_votes)
 
     with atomic_dir(out_dir) as tmp:
         val_top1 = _apply(val_chunks(), weights, cfg, n_classes, ids["val"], tmp / "val_products.parquet", progress)
@@ -278,6 +273,22 @@ def _follows(path: Path, ids: np.ndarray, batch_rows: int = 1 << 18) -> bool:
     return at == len(ids)
 
 
+def _streamed(found: list[tuple[str, dict[str, Path]]], fold: str, ids: np.ndarray, keep: np.ndarray | None,
+              chunk: int, votes_of: Callable[[np.ndarray], list[Component]]
+              ) -> Callable[[], Iterator[list[Component]]]:
+    """The components' ``fold`` files read in step with ``ids``, ``chunk`` products at a time (plus the
+    vote component of each chunk), as often as asked: one chunk in memory. ``keep``: the ids to keep of
+    files that also hold other products (validation files may), None = every row."""
+    def chunks() -> Iterator[list[Component]]:
+        streams = [ComponentStream(name, where[fold], keep, batch_rows=chunk) for name, where in found]
+        for b in range(0, len(ids), chunk):
+            part = ids[b : b + chunk]
+            yield [s.take(part) for s in streams] + votes_of(part)
+        for s in streams:
+            s.finish()
+    return chunks
+
+
 def _val_source(found: list[tuple[str, dict[str, Path]]], ids: np.ndarray, votes: Votes, idx_of: pd.Series,
                 cfg: EnsembleConfig) -> Callable[[], Iterator[list[Component]]]:
     """The validation components, ``cfg.chunk`` products at a time, as often as asked.
@@ -291,17 +302,10 @@ def _val_source(found: list[tuple[str, dict[str, Path]]], ids: np.ndarray, votes
     def votes_of(chunk: np.ndarray) -> list[Component]:
         return [vote_component(votes, chunk, idx_of, cfg.vote_smoothing, width)] if cfg.dedup_blend else []
 
-    if all(_follows(where["val"], ids) for _, where in found):
-        def streamed() -> Iterator[list[Component]]:
-            streams = [ComponentStream(name, where["val"], ids, batch_rows=cfg.chunk) for name, where in found]
-            for b in range(0, len(ids), cfg.chunk):
-                chunk = ids[b : b + cfg.chunk]
-                yield [s.take(chunk) for s in streams] + votes_of(chunk)
-            for s in streams:
-                s.finish()
-        return streamed
-    log.warning("ensemble: validation rows of %s do not follow split.parquet's order: read whole",
-                [n for n, w in found if not _follows(w["val"], ids)])
+    unordered = [n for n, where in found if not _follows(where["val"], ids)]
+    if not unordered:
+        return _streamed(found, "val", ids, ids, cfg.chunk, votes_of)
+    log.warning("ensemble: validation rows of %s do not follow split.parquet's order: read whole", unordered)
     comps = [read_component(name, where["val"], ids) for name, where in found]
 
     def held() -> Iterator[list[Component]]:

@@ -12,8 +12,8 @@ import numpy as np
 def find_sorted(values: np.ndarray, sorted_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Where each of ``values`` sits in an ascending ``sorted_ids``: ``(at, found)``.
 
-    ``at`` is a valid index into ``sorted_ids`` wherever ``found`` is true (elsewhere it is clipped
-    to the last element, or 0 for an empty array, so callers can gather with it before masking).
+    ``at`` is a valid index into ``sorted_ids`` wherever ``found`` is true; elsewhere it is clipped
+    to the last element (0 for an empty ``sorted_ids``), so ``x[at[found]]`` gathers at any size.
     One binary search per value: the lookup the streaming stages (a fold's ids, the matched test
     pictures, the labels in submission order) share instead of a join or a dict."""
     values = np.asarray(values)

@@ -53,6 +53,21 @@ class SplitConfig(Section):
                      ">= 2 (a category needs one training product besides its validation one)")
 
 
+def _check(val_fraction: float, min_products_for_val: int) -> None:
+    """The split params' bounds, checked before any product is read."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"split.val_fraction must be in [0, 1), got {val_fraction}")
+    if min_products_for_val < 2:
+        raise ValueError("split.min_products_for_val must be >= 2 (a category needs one product to train on)")
+
+
+def _n_val(n: int, val_fraction: float, min_products_for_val: int) -> int:
+    """Validation products of a category of ``n``: ``max(1, round(n * val_fraction))`` where the category
+    has ``min_products_for_val``, never all of a category with more than one product."""
+    n_val = max(1, int(round(n * val_fraction))) if n >= min_products_for_val and val_fraction > 0 else 0
+    return min(n_val, n - 1) if n > 1 else n_val
+
+
 def assign_folds(
     products: pd.DataFrame,
     *,
@@ -67,18 +82,14 @@ def assign_folds(
     ``max(1, round(n * val_fraction))`` of them to validation; ``cap_per_category > 0`` keeps
     at most that many in train and marks the rest ``unused``.
     """
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"split.val_fraction must be in [0, 1), got {val_fraction}")
-    if min_products_for_val < 2:
-        raise ValueError("split.min_products_for_val must be >= 2 (a category needs one product to train on)")
+    _check(val_fraction, min_products_for_val)
     out = products[["_id", "category_id"]].sort_values("_id", kind="stable").reset_index(drop=True)
     fold = np.empty(len(out), dtype=object)
     for cid, rows in out.groupby("category_id", sort=True).indices.items():
         rng = np.random.default_rng([seed, int(cid)])
         rows = rows[rng.permutation(len(rows))]
         n = len(rows)
-        n_val = max(1, int(round(n * val_fraction))) if n >= min_products_for_val and val_fraction > 0 else 0
-        n_val = min(n_val, n - 1) if n > 1 else n_val
+        n_val = _n_val(n, val_fraction, min_products_for_val)
         fold[rows[:n_val]] = "val"
         train = rows[n_val:]
         fold[train] = "train"
@@ -101,8 +112,7 @@ def fold_tables(counts: np.ndarray, category_ids: np.ndarray, *, seed: int, val_
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     for i, (cid, n) in enumerate(zip(category_ids.tolist(), counts.tolist())):
         perm = np.random.default_rng([seed, int(cid)]).permutation(n)  # rank r -> position perm[r]
-        n_val = max(1, int(round(n * val_fraction))) if n >= min_products_for_val and val_fraction > 0 else 0
-        n_val = min(n_val, n - 1) if n > 1 else n_val
+        n_val = _n_val(n, val_fraction, min_products_for_val)
         mine = codes[starts[i] : starts[i] + n]
         mine[perm[:n_val]] = FOLDS.index("val")
         mine[perm[n_val:]] = FOLDS.index("train")
@@ -149,14 +159,11 @@ def stream_folds(products_path: str | Path, out_path: Path, *, seed: int, val_fr
     order, as ``decode`` writes the Kaggle files; any other order is sorted in memory instead (logged).
     Returns (category ids, counts, fold codes, code starts) for the metrics.
     """
+    _check(val_fraction, min_products_for_val)
     f = pq.ParquetFile(products_path)
     cats, counts, ascending = _scan(f, batch_rows)
     kw = {"seed": seed, "val_fraction": val_fraction, "cap_per_category": cap_per_category,
           "min_products_for_val": min_products_for_val}
-    if not 0 <= val_fraction < 1:
-        raise ValueError(f"split.val_fraction must be in [0, 1), got {val_fraction}")
-    if min_products_for_val < 2:
-        raise ValueError("split.min_products_for_val must be >= 2 (a category needs one product to train on)")
     codes, starts = fold_tables(counts, cats, **kw)
     writer = WholeTableWriter(out_path)
     if not ascending:
