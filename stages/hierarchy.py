@@ -29,4 +29,4 @@ def main(args) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_stage(main, __doc__))
+    raise SystemExit(run_stage(main, __doc__, streaming=True))

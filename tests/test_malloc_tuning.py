@@ -70,3 +70,51 @@ def test_the_environment_variable_wins(monkeypatch) -> None:
     assert mapped < nbytes  # a 32 MB threshold set by the user: the 10.8 MB buffer stays in the heap
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
     assert fix_mmap_threshold() is False
+
+
+#: Prints the backend of Arrow's default pool after ``run_stage(..., streaming=...)`` ran a stage's main.
+STAGE_PROBE = """
+import sys, pyarrow as pa
+from cdiscount.runner import run_stage
+seen = []
+params = sys.argv[1]
+run_stage(lambda args: seen.append(pa.default_memory_pool().backend_name), None, ["--params", params],
+          streaming=sys.argv[2] == "1")
+print("POOL", seen[0])
+"""
+
+
+@pytest.mark.parametrize("streaming, env, want", [
+    (True, {}, "system"),  # the streaming stages: Arrow's freed pages go back, not into mimalloc's cache
+    (False, {}, "mimalloc"),  # the model stages keep pyarrow's default
+    (True, {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}, "jemalloc"),  # the user's choice wins
+])
+def test_streaming_stages_run_with_arrow_in_the_system_allocator(streaming: bool, env: dict[str, str], want: str,
+                                                                 tmp_path) -> None:
+    import pyarrow as pa
+
+    if want != "system" and want not in pa.supported_memory_backends():
+        pytest.skip(f"this pyarrow has no {want} pool")
+    (tmp_path / "params.yaml").write_text("{}\n")
+    base = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    proc = subprocess.run([sys.executable, "-c", STAGE_PROBE, str(tmp_path / "params.yaml"), str(int(streaming))],
+                          cwd=REPO, env=dict(base, **env, PYTHONPATH=str(REPO / "src")), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"POOL {want}" in proc.stdout.splitlines()
+
+
+def test_flat_memory_fixes_the_threshold_unless_the_user_set_it(monkeypatch) -> None:
+    import pyarrow as pa
+
+    from cdiscount.malloc_tuning import flat_memory
+
+    before = pa.default_memory_pool()
+    assert before.backend_name != "system", "this test needs pyarrow's bundled allocator as the default"
+    try:
+        monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "33554432")
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")
+        assert flat_memory() == {"mmap_threshold": False, "arrow_system_pool": False}
+        assert pa.default_memory_pool().backend_name == before.backend_name  # nothing touched
+    finally:
+        pa.set_memory_pool(before)

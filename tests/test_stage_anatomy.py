@@ -89,3 +89,21 @@ def test_stage_script_declares_the_paths_dvc_yaml_lists(name: str) -> None:
     assert not [p for p in listed if not covered(p, constants)], f"{name}: dvc.yaml paths the script does not name"
     unlisted = [c for c in constants if not any(covered(p, {c}) or covered(c, {p}) for p in listed)]
     assert not unlisted, f"{name}: script paths dvc.yaml does not list"
+
+
+#: The stages whose memory must stay flat in the data size (issue 11's streaming stages): they run under
+#: ``malloc_tuning.flat_memory``; the model stages keep the default allocators (a CPU model pays for a fixed
+#: mmap threshold in page faults).
+STREAMING = {"decode", "dedup", "split", "hierarchy", "ensemble", "submission"}
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_the_streaming_stages_and_only_they_ask_for_flat_memory(name: str) -> None:
+    import ast
+
+    calls = [n for n in ast.walk(ast.parse(_script(name).read_text()))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "run_stage"]
+    assert len(calls) == 1, f"{_script(name)}: one run_stage call expected"
+    streaming = any(k.arg == "streaming" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in calls[0].keywords)
+    assert streaming == (name in STREAMING), f"{_script(name)}: streaming={streaming}"

@@ -29,6 +29,7 @@ from .bson_io import (document_id, frame, is_jpeg, jpeg_problem, kaggle_layout, 
                       picture_offsets, whole_jpegs)
 from .errors import InputError
 from .params import Section
+from .parquet_file import parquet_file
 from .sorted_ids import continues_ascending
 from .taxonomy import load_taxonomy
 
@@ -425,7 +426,7 @@ def _keep_first(parts: Path, bases: list[int], path: Path, labelled: bool, on_er
 def _images_per_product(products: Path) -> dict[int, int]:
     """Histogram of ``n_imgs`` over the written product table (read in batches)."""
     out: dict[int, int] = {}
-    for batch in pq.ParquetFile(products).iter_batches(columns=["n_imgs"]):
+    for batch in parquet_file(products).iter_batches(columns=["n_imgs"]):
         for k, v in zip(*np.unique(batch.column("n_imgs").to_numpy(), return_counts=True)):
             out[int(k)] = out.get(int(k), 0) + int(v)
     return out

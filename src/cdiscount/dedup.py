@@ -33,6 +33,7 @@ from .bson_io import source_bson
 from .errors import InputError, WorkerLost
 from .md5_keys import hex_digits
 from .params import Section
+from .parquet_file import parquet_file
 from .sorted_ids import find_sorted
 from .whole_table_writer import WholeTableWriter
 
@@ -99,7 +100,7 @@ def _partition(interim: Path, parts: Path, buckets: int, batch_rows: int) -> lis
     writers = [pq.ParquetWriter(p, BUCKET_SCHEMA) for p in paths]
     try:
         for split in SPLITS:
-            f = pq.ParquetFile(interim / f"{split}_images.parquet")
+            f = parquet_file(interim / f"{split}_images.parquet")
             cols = ["_id", "img_idx", "md5", "jpeg_offset", "jpeg_length"] + (["category_id"] if split == "train" else [])
             for batch in f.iter_batches(batch_size=batch_rows, columns=cols):
                 n = batch.num_rows
@@ -219,7 +220,7 @@ class _BlankCheck:
 
 def partitions(interim: Path, buckets: int) -> int:
     """``buckets``, raised so that no partition holds more than :data:`BUCKET_ROWS` rows on average."""
-    rows = sum(pq.ParquetFile(interim / f"{s}_images.parquet").metadata.num_rows for s in SPLITS)
+    rows = sum(parquet_file(interim / f"{s}_images.parquet").metadata.num_rows for s in SPLITS)
     return min(max(buckets, -(-rows // BUCKET_ROWS)), 1 << 16)
 
 
@@ -277,7 +278,7 @@ def run_dedup(
                     counts["test_matches"] += len(matches)
             hw.close()
             mw.close()
-            n_images = sum(pq.ParquetFile(interim / f"{s}_images.parquet").metadata.num_rows for s in SPLITS)
+            n_images = sum(parquet_file(interim / f"{s}_images.parquet").metadata.num_rows for s in SPLITS)
             metrics = {
                 "images": n_images,
                 "distinct_images": n_images - counts["dup_rows"] + counts["hashes"],
@@ -308,7 +309,7 @@ def _product_matches(interim: Path, matched_ids: np.ndarray, batch_rows: int = 1
     batches; the matched ids are a few bytes per matched picture)."""
     ids, per_id = np.unique(matched_ids, return_counts=True)
     matched = fully = 0
-    f = pq.ParquetFile(interim / "test_products.parquet")
+    f = parquet_file(interim / "test_products.parquet")
     for batch in f.iter_batches(batch_size=batch_rows, columns=["_id", "n_imgs"]):
         pid = batch.column("_id").to_numpy()
         at, found = find_sorted(pid, ids)

@@ -37,6 +37,7 @@ from .components import Component, ComponentStream, candidates, combine, read_co
 from .folds import fold_products
 from .lookup import Votes, vote_component, vote_width, votes_from_dedup
 from .params import Section
+from .parquet_file import parquet_file
 from .topk import PRODUCT_SCHEMA, concat, product_table
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def _follows(path: Path, ids: np.ndarray, batch_rows: int = 1 << 18) -> bool:
     """Whether the rows of ``path`` for ``ids`` come in the order of ``ids``, once each (its ``_id``
     column only)."""
     at = 0
-    for b in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["_id"]):
+    for b in parquet_file(path).iter_batches(batch_size=batch_rows, columns=["_id"]):
         got = b.column(0).to_numpy()
         got = got[np.isin(got, ids)]
         if not np.array_equal(got, ids[at : at + len(got)]):

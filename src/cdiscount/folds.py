@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+from .parquet_file import parquet_file
 
 FOLDS = ("train", "val", "unused")
 
@@ -21,7 +22,7 @@ def fold_products(split_path: str | Path, fold: str, columns: tuple[str, ...] = 
     """``columns`` of one fold's products, in split order, read in batches: the split lists every
     training product (7 M), a stage usually needs one fold of it (the validation tenth)."""
     parts = []
-    for b in pq.ParquetFile(split_path).iter_batches(batch_size=batch_rows, columns=[*dict.fromkeys([*columns, "fold"])]):
+    for b in parquet_file(split_path).iter_batches(batch_size=batch_rows, columns=[*dict.fromkeys([*columns, "fold"])]):
         f = b.column(b.schema.get_field_index("fold"))
         keep = pc.equal(f.cast(pa.string()) if pa.types.is_dictionary(f.type) else f, fold)
         parts.append(pa.Table.from_batches([b]).filter(keep).select(list(columns)))

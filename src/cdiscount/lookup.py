@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from .atomic import scratch_dir
 from .components import Component
 from .md5_keys import hex_digits
+from .parquet_file import parquet_file
 from .sorted_ids import isin_sorted
 
 
@@ -82,7 +83,7 @@ def votes_from_dedup(dedup: Path, val_ids: np.ndarray, *, placeholder_min_catego
     """
     val_ids = np.sort(np.asarray(val_ids, dtype=np.int64))
     blank = _blank_md5(dedup / "hashes.parquet", batch_rows)
-    source = pq.ParquetFile(dedup / "duplicates.parquet")
+    source = parquet_file(dedup / "duplicates.parquet")
     cols = ["split", "_id", "md5", "category_id"]
     parts = max(1, -(-source.metadata.num_rows // PARTITION_ROWS))
     hits: dict[str, list[pd.DataFrame]] = {"val": [], "test": []}
@@ -134,7 +135,7 @@ def _partition_of(md5: pa.ChunkedArray, parts: int) -> np.ndarray:
 def _blank_md5(hashes: Path, batch_rows: int) -> frozenset[str]:
     """Hashes of near-blank pictures (few), read without loading the hash table."""
     out: set[str] = set()
-    for b in pq.ParquetFile(hashes).iter_batches(batch_size=batch_rows, columns=["md5", "is_blank"]):
+    for b in parquet_file(hashes).iter_batches(batch_size=batch_rows, columns=["md5", "is_blank"]):
         out.update(b.column("md5").filter(b.column("is_blank")).to_pylist())
     return frozenset(out)
 

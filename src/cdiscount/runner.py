@@ -18,6 +18,7 @@ from typing import Any
 
 from .atomic import clear_stale
 from .errors import CdiscountError
+from .malloc_tuning import flat_memory
 from .params import load_params
 
 log = logging.getLogger("cdiscount")
@@ -77,16 +78,20 @@ def stage_paths(main: Callable[..., Any]) -> list[Path]:
 
 
 def run_stage(main: Callable[[argparse.Namespace], Any], doc: str | None, argv: Sequence[str] | None = None,
-              options: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+              options: Callable[[argparse.ArgumentParser], None] | None = None, *, streaming: bool = False) -> int:
     """Entry point of a stage script: ``args.params`` holds the parsed params file.
 
-    ``options`` adds stage-specific arguments (e.g. the expert slot of ``specific``).
+    ``options`` adds stage-specific arguments (e.g. the expert slot of ``specific``). ``streaming``: the
+    stage holds one batch whatever the data size, and runs under :func:`~cdiscount.malloc_tuning.flat_memory`
+    so that its resident memory says so.
     """
     ap = common_options(argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter))
     if options:
         options(ap)
     args = ap.parse_args(argv)
     setup_logging(args.verbose)
+    if streaming:
+        log.debug("allocators: %s", flat_memory())
 
     def go() -> None:
         args.params_path, args.params = args.params, load_params(args.params)

@@ -28,7 +28,8 @@ from .atomic import atomic_path, write_json
 from .folds import FOLDS, fold_products
 from .md5_keys import md5_keys
 from .params import Section
-from .sorted_ids import continues_ascending, isin_sorted
+from .parquet_file import parquet_file
+from .sorted_ids import continues_ascending, find_sorted, isin_sorted
 from .whole_table_writer import WholeTableWriter
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def stream_folds(products_path: str | Path, out_path: Path, *, seed: int, val_fr
     Returns (category ids, counts, fold codes, code starts) for the metrics.
     """
     _check(val_fraction, min_products_for_val)
-    f = pq.ParquetFile(products_path)
+    f = parquet_file(products_path)
     cats, counts, ascending = _scan(f, batch_rows)
     kw = {"seed": seed, "val_fraction": val_fraction, "cap_per_category": cap_per_category,
           "min_products_for_val": min_products_for_val}
@@ -191,7 +192,7 @@ def run_split(products_path: str | Path, duplicates: str | Path, out_path: str |
             products_path, Path(tmp), seed=cfg.seed, val_fraction=cfg.val_fraction,
             cap_per_category=cfg.cap_per_category, min_products_for_val=cfg.min_products_for_val)
     per_fold = np.bincount(codes, minlength=len(FOLDS))
-    val_per_cat = np.add.reduceat((codes == FOLDS.index("val")).astype(np.int64), starts) if len(codes) else codes
+    val_per_cat = np.add.reduceat(codes == FOLDS.index("val"), starts, dtype=np.int64) if len(codes) else codes
     metrics = {
         "train_products": int(per_fold[FOLDS.index("train")]),
         "val_products": int(per_fold[FOLDS.index("val")]),
@@ -213,11 +214,13 @@ def _fold_ids(split_path: Path, fold: str, batch_rows: int) -> np.ndarray:
 def val_matches(split_path: Path, duplicates: Path, batch_rows: int = 1 << 18) -> int:
     """Validation products with a picture identical to one of a training-fold product.
 
-    Two passes over the duplicates table, holding the validation rows' hashes (16 bytes each) and the
-    ``_id`` of the validation and unused folds, not the table itself.
+    Two passes over the duplicates table, holding the validation rows' distinct hashes (16 bytes each,
+    sorted once) and the ``_id`` of the validation and unused folds, not the table itself; each batch of
+    training hashes is looked up in them by binary search (``np.isin`` per batch re-sorted every
+    validation hash: temporaries of ~100 bytes per validation picture, each batch).
     """
     val_ids, unused_ids = _fold_ids(split_path, "val", batch_rows), _fold_ids(split_path, "unused", batch_rows)
-    dup = pq.ParquetFile(duplicates)
+    dup = parquet_file(duplicates)
 
     def train_rows() -> Any:
         for b in dup.iter_batches(batch_size=batch_rows, columns=["split", "_id", "md5"]):
@@ -232,10 +235,12 @@ def val_matches(split_path: Path, duplicates: Path, batch_rows: int = 1 << 18) -
         vid.append(ids[v])
     if not vk:
         return 0
-    val_keys, val_of = np.concatenate(vk), np.concatenate(vid)
+    val_keys, key_of = np.unique(np.concatenate(vk), return_inverse=True)  # key_of: each row's distinct hash
+    id_of = np.concatenate(vid)
+    del vk, vid
     hit = np.zeros(len(val_keys), dtype=bool)
     for ids, md5 in train_rows():
         t = ~isin_sorted(ids, val_ids) & ~isin_sorted(ids, unused_ids)
-        keys = md5_keys(md5.filter(pa.array(t)))
-        hit |= np.isin(val_keys, keys)
-    return int(len(np.unique(val_of[hit])))
+        at, found = find_sorted(md5_keys(md5.filter(pa.array(t))), val_keys)
+        hit[at[found]] = True
+    return int(len(np.unique(id_of[hit[key_of]])))

@@ -22,6 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .parquet_file import parquet_file
+
 if TYPE_CHECKING:  # torch is imported where tensors are used: stages that only read top-K start in 1 s, not 5
     import torch
 
@@ -65,7 +67,7 @@ def iter_topk(path: str | Path, ids: np.ndarray | None = None, batch_rows: int =
     """Stream ``(_id, top_idx [n, K], top_prob [n, K])`` batches of a top-K file in file order,
     keeping only ``ids`` if given (memory: one batch)."""
     wanted = None if ids is None else np.asarray(ids)
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["_id", "top_idx", "top_prob"]):
+    for batch in parquet_file(path).iter_batches(batch_size=batch_rows, columns=["_id", "top_idx", "top_prob"]):
         bid = batch.column(0).to_numpy()
         keep = np.isin(bid, wanted) if wanted is not None else np.ones(len(bid), dtype=bool)
         if keep.any():
