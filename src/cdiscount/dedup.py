@@ -4,7 +4,7 @@ On the real data 12.4 M train pictures hold only 7.8 M distinct images, placehol
 shared by thousands of products of unrelated categories, and 42 % of test products have a
 picture that also appears in train. This stage measures all of that and writes the lookup
 the ensemble uses (hash -> category votes) without ever holding all hashes in memory:
-rows are first partitioned by hash prefix into ``buckets`` files, then each bucket is
+rows are first partitioned by hash prefix into files of about ``bucket_rows`` rows, then each bucket is
 aggregated on its own (array operations, no per-hash Python), its duplicated pictures checked
 for blanks by a pool of processes, and its rows of every output table written before the next
 bucket is read.
@@ -50,10 +50,8 @@ DUP_SCHEMA = pa.schema([("split", pa.string()), ("_id", pa.int64()), ("img_idx",
 #: The bucket files also carry where each picture is, for the blank check (not written to any output).
 BUCKET_SCHEMA = pa.schema([*DUP_SCHEMA, ("jpeg_offset", pa.int64()), ("jpeg_length", pa.int32())])
 SPLITS = ("train", "test")
-#: Picture rows per hash partition, at most on average: ``dedup.buckets`` is raised to keep them so, so a
-#: partition's memory does not grow with the data (16 partitions of the real 15.5 M rows were 1 M rows
-#: each, 1.08 GB PSS measured; 155 of 100 k at F = 1.0).
-BUCKET_ROWS = 100_000
+#: The most hash partitions (the first four hex digits of a hash pick its partition).
+MAX_BUCKETS = 1 << 16
 
 #: Duplicated pictures per blank-check task of a worker.
 BLANK_CHUNK = 2000
@@ -64,13 +62,14 @@ class DedupConfig(Section):
     """The ``dedup`` section of params.yaml."""
 
     SECTION = "dedup"
-    buckets: int  # hash partitions processed one at a time, at least (raised to BUCKET_ROWS rows each)
+    bucket_rows: int  # picture rows per hash partition, on average at most: a partition's memory
     placeholder_min_categories: int  # a picture in this many categories is a placeholder
     blank_std: float  # grey-level std below which a duplicated picture counts as blank
     workers: int  # processes decoding pictures for the blank check; 0 = all cores, 1 = this process
 
     def check(self) -> None:
-        self.require("buckets", 1 <= self.buckets <= 65536, "1 to 65536 partitions (a minimum: raised to BUCKET_ROWS rows each)")
+        self.require("bucket_rows", self.bucket_rows >= 1,
+                     ">= 1 picture rows per hash partition (memory per partition; 100000: about 0.1 GB)")
         self.require("placeholder_min_categories", self.placeholder_min_categories >= 2,
                      ">= 2 (a picture shared by this many categories says nothing about any of them)")
         self.require("blank_std", self.blank_std >= 0, ">= 0 (0 = no blank check)")
@@ -189,6 +188,11 @@ class _BlankCheck:
         self.paths = {split: str(source_bson(interim, split)) for split in SPLITS}
         workers = workers or os.cpu_count() or 1
         self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("fork")) if workers > 1 else None
+        if self.pool is not None:
+            # Fork the workers now, before any picture row is read. Forked at the first bucket's check,
+            # each kept a copy-on-write image of the parent's heap as it was then (the partition pass, the
+            # bucket's frames), which turned private as the parent went on: PSS that grew with the data.
+            self.pool.submit(int).result()
 
     def __call__(self, hashes: pd.DataFrame) -> np.ndarray:
         flags = np.zeros(len(hashes), dtype=bool)
@@ -218,10 +222,15 @@ class _BlankCheck:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def partitions(interim: Path, buckets: int) -> int:
-    """``buckets``, raised so that no partition holds more than :data:`BUCKET_ROWS` rows on average."""
+def partitions(interim: Path, bucket_rows: int) -> int:
+    """Hash partitions of at most ``bucket_rows`` picture rows on average (at most :data:`MAX_BUCKETS`).
+
+    Why rows, not a partition count: a partition's memory is its rows, so memory stays what
+    ``bucket_rows`` says at every data size. A fixed count (the former ``dedup.buckets: 16``, raised
+    to 100 k rows each) gave small partitions on small data and full ones from 1.6 M rows on:
+    peak PSS grew 0.25 -> 0.40 GB from F = 0.01 to 0.1 of the real size (issue 11)."""
     rows = sum(parquet_file(interim / f"{s}_images.parquet").metadata.num_rows for s in SPLITS)
-    return min(max(buckets, -(-rows // BUCKET_ROWS)), 1 << 16)
+    return min(max(1, -(-rows // bucket_rows)), MAX_BUCKETS)
 
 
 def _as_read_back(frame: pd.DataFrame, schema: pa.Schema) -> pd.DataFrame:
@@ -250,7 +259,7 @@ def run_dedup(
     blank = _BlankCheck(interim, cfg.blank_std, cfg.workers)
     try:
         with scratch_dir(out.parent, "dedup-buckets") as parts, publish(targets) as tmp:
-            bucket_paths = _partition(interim, Path(parts), partitions(interim, cfg.buckets), batch_rows)
+            bucket_paths = _partition(interim, Path(parts), partitions(interim, cfg.bucket_rows), batch_rows)
             hw, mw = WholeTableWriter(tmp["hashes"]), WholeTableWriter(tmp["test_matches"])
             with pq.ParquetWriter(tmp["votes"], VOTE_SCHEMA) as vw, pq.ParquetWriter(tmp["duplicates"], DUP_SCHEMA) as dw:
                 for p in tqdm(bucket_paths, desc="dedup buckets", disable=not progress):

@@ -100,9 +100,13 @@ def component_paths(preds: Path, name: str) -> dict[str, Path]:
 
 
 def candidate_probs(comps: list[Component], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(candidates [N, U], per-component candidate probabilities [M, N, U])."""
+    """(candidates [N, U], per-component candidate probabilities [M, N, U] float32), filled component by
+    component (``np.stack`` of the lookups held them twice)."""
     cand = candidates(comps)
-    return cand, np.stack([c.lookup(cand, n_classes) for c in comps])
+    probs = np.empty((len(comps), *cand.shape), dtype=np.float32)
+    for j, c in enumerate(comps):
+        probs[j] = c.lookup(cand, n_classes)
+    return cand, probs
 
 
 #: Bytes of scratch per scored batch of weight vectors in :func:`fit_weights` (about three [N, U] float64
@@ -113,9 +117,26 @@ FIT_SCRATCH_BYTES = 1 << 27
 
 def fit_weights(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str, step: float,
                 batch: int = 8) -> tuple[np.ndarray, float]:
+    """Grid weights with the best top-1 accuracy over per-component candidate probabilities
+    [M, N, U]: :func:`grid_fit` of their :func:`fit_source` (a copy: ``probs`` is left as it is)."""
+    return grid_fit(fit_source(probs, mean), cand, true, mean, step, batch)
+
+
+def fit_source(probs: np.ndarray, mean: str, *, in_place: bool = False) -> np.ndarray:
+    """What the grid mixes: log-probabilities (geometric mean) or the probabilities (arithmetic), float32.
+
+    ``in_place``: the logs overwrite ``probs`` (float32 already), so the fit holds one [M, N, U] array,
+    not the probabilities and their logs side by side (at 50,000 products, 7 components and U = 140:
+    196 MB each)."""
+    probs = probs.astype(np.float32, copy=not in_place)
+    return np.log(probs, out=probs) if mean == "geometric" else probs
+
+
+def grid_fit(source: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str, step: float,
+             batch: int = 8) -> tuple[np.ndarray, float]:
     """Grid weights with the best top-1 accuracy; ties go to the lowest log-loss of the true class
     (so a component that only repeats another's ranking, or is uniform, does not win a tie), then
-    to the first in grid order.
+    to the first in grid order. ``source``: :func:`fit_source` [M, N, U], read, never copied.
 
     The grid is scored ``batch`` weight vectors at a time with one matrix product ([g, M] x
     [M, N x U]) instead of a Python loop of weighted sums, and the log-loss is computed only for the
@@ -123,12 +144,12 @@ def fit_weights(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, mean: str
     fit takes seconds, not minutes. ``batch`` is a maximum: fewer vectors go at once where their scratch
     would pass :data:`FIT_SCRATCH_BYTES`, so the fit's memory does not grow with the fitted products.
     """
-    grid = simplex_grid(len(probs), step)
-    m, n, u = probs.shape
+    grid = simplex_grid(len(source), step)
+    m, n, u = source.shape
     if n == 0:
         return grid[0], 0.0
     batch = max(1, min(batch, FIT_SCRATCH_BYTES // max(1, 3 * 8 * n * u)))
-    source = (np.log(probs) if mean == "geometric" else probs).reshape(m, -1).astype(np.float32, copy=False)
+    source = source.reshape(m, -1)
     acc = np.empty(len(grid))
     for b in range(0, len(grid), batch):
         s = _grid_scores(grid[b : b + batch], source, mean).reshape(-1, n, u)
@@ -200,15 +221,8 @@ def run_ensemble(cfg: EnsembleConfig, *, taxonomy: Path, test_products: Path, sp
     rng = np.random.default_rng(cfg.seed)
     fit_rows = np.sort(rng.permutation(len(true))[: cfg.fit_products])
     fit, per_comp_hits = _fit_subset(val_chunks(), fit_rows, true)
-    cand, probs = candidate_probs(fit, n_classes)
-    weights, fitted_acc = fit_weights(probs, cand, true[fit_rows], cfg.mean, cfg.weight_step)
-    cv = _cross_fitted(probs, cand, true[fit_rows], cfg, rng)
+    weights, fitted_acc, cv, no_dedup, fitted_best = _fit(fit, true[fit_rows], len(found), cfg, n_classes, rng)
     log.info("ensemble weights: %s", {n: round(float(w), 3) for n, w in zip(names, weights)})
-    models_only = [i for i, n in enumerate(names) if n != "dedup_vote"]
-    no_dedup = np.zeros_like(weights)
-    no_dedup[models_only] = fit_weights(probs[models_only], cand, true[fit_rows], cfg.mean, cfg.weight_step)[0]
-    fitted_best = max(float((c.idx[:, 0] == true[fit_rows]).mean()) for c in fit)
-    del fit, cand, probs
 
     def test_votes(chunk: np.ndarray) -> list[Component]:
         return [vote_component(votes["test"], chunk, idx_of, cfg.vote_smoothing)] if cfg.dedup_blend else []
@@ -338,18 +352,39 @@ def _fit_subset(chunks: Iterator[list[Component]], fit_rows: np.ndarray, true: n
     return out, hits
 
 
-def _cross_fitted(probs: np.ndarray, cand: np.ndarray, true: np.ndarray, cfg: EnsembleConfig,
+def _fit(fit: list[Component], true: np.ndarray, n_models: int, cfg: EnsembleConfig, n_classes: int,
+         rng: np.random.Generator) -> tuple[np.ndarray, float, float, np.ndarray, float]:
+    """Weights fitted on the ``fit`` products (the models first, then the vote component if any), their
+    accuracy there, the two-fold cross-fitted accuracy, the weights of the models alone and the best
+    component's accuracy there.
+
+    ``fit`` is emptied as it is used: the fit then holds one [M, N, U] float32 source (the logs written
+    over the probabilities) and half of it for the cross-fit, instead of the probabilities, their logs and
+    a copy of both for the models-alone fit (about 2.7 times the source; 0.5 GB at 50,000 products)."""
+    fitted_best = max(float((c.idx[:, 0] == true).mean()) for c in fit)
+    cand, probs = candidate_probs(fit, n_classes)
+    fit.clear()
+    source = fit_source(probs, cfg.mean, in_place=True)
+    weights, fitted_acc = grid_fit(source, cand, true, cfg.mean, cfg.weight_step)
+    cv = _cross_fitted(source, cand, true, cfg, rng)
+    no_dedup = np.zeros_like(weights)
+    no_dedup[:n_models] = grid_fit(source[:n_models], cand, true, cfg.mean, cfg.weight_step)[0]  # a view
+    return weights, fitted_acc, cv, no_dedup, fitted_best
+
+
+def _cross_fitted(source: np.ndarray, cand: np.ndarray, true: np.ndarray, cfg: EnsembleConfig,
                   rng: np.random.Generator) -> float:
-    """Two-fold accuracy: weights fitted on one half of the products, measured on the other."""
+    """Two-fold accuracy: weights fitted on one half of the products, measured on the other
+    (``source``: :func:`fit_source` of the products' candidate probabilities)."""
     half = rng.random(len(true)) < 0.5
     correct = 0
     for fit in (half, ~half):
-        w, _ = fit_weights(probs[:, fit], cand[fit], true[fit], cfg.mean, cfg.weight_step)
+        w, _ = grid_fit(source[:, fit], cand[fit], true[fit], cfg.mean, cfg.weight_step)
         held = np.flatnonzero(~fit)
         for b in range(0, len(held), cfg.chunk):  # scored a chunk at a time: no [M, N / 2, U] copies
             rows = held[b : b + cfg.chunk]
-            p = probs[:, rows]
-            s = combine(np.log(p), p, w, cfg.mean)
+            p = source[:, rows]
+            s = combine(p, p, w, cfg.mean)  # geometric reads log-probabilities, arithmetic probabilities
             correct += int((cand[rows][np.arange(len(rows)), s.argmax(axis=1)] == true[rows]).sum())
     return correct / max(len(true), 1)
 
