@@ -73,3 +73,41 @@ def test_partitioned_votes_equal_the_whole_table_votes(tmp_path, monkeypatch, he
             pd.testing.assert_frame_equal(got[k].table, want[k].table)
             pd.testing.assert_series_equal(got[k].label, want[k].label)
         assert len(want["val"].label) and len(want["test"].label)  # the data exercise both
+
+
+def test_a_hash_partitioned_table_is_read_by_row_group_without_partitioning_again(tmp_path, monkeypatch) -> None:
+    """dedup writes duplicates.parquet one hash partition per row group and says so: the votes then come
+    from its row groups as they are (the second partitioning pass is never run) and equal the whole-table
+    votes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import cdiscount.lookup as lookup
+    from cdiscount.lookup import votes_from_dedup
+    from cdiscount.partitioned_parquet import marked
+
+    rng = np.random.default_rng(5)
+    pool = [hashlib.md5(str(i).encode()).hexdigest() for i in range(80)]
+    n_train, n_test = 900, 300
+    train_ids = rng.integers(1, 400, n_train)
+    cat_of = rng.choice([10, 20, 30], 400, p=[0.7, 0.2, 0.1])
+    dup = pd.DataFrame({"split": ["train"] * n_train + ["test"] * n_test,
+                        "_id": np.r_[train_ids, rng.integers(10_000, 10_200, n_test)],
+                        "md5": rng.choice(pool, n_train + n_test),
+                        "category_id": np.r_[cat_of[train_ids], np.zeros(n_test, int)]})
+    table = pa.Table.from_pandas(dup, preserve_index=False)
+    with pq.ParquetWriter(tmp_path / "duplicates.parquet", marked(table.schema)) as w:
+        part = dup["md5"].str[0]
+        for p in sorted(set(part)):  # 16 partitions by the first hex digit, a row group each
+            rows = table.filter(pa.array((part == p).to_numpy()))
+            w.write_table(rows, row_group_size=rows.num_rows)
+    pd.DataFrame({"md5": pool, "is_blank": [i % 13 == 0 for i in range(len(pool))]}).to_parquet(
+        tmp_path / "hashes.parquet", index=False)
+    val_ids = np.unique(rng.choice(train_ids, 120))
+    want = _votes_in_memory(tmp_path, val_ids, 2, 1)
+    monkeypatch.setattr(lookup, "_partition_of", lambda *a: pytest.fail("partitioned a second time"))
+    got = votes_from_dedup(tmp_path, val_ids, placeholder_min_categories=2, min_votes=1)
+    for k in ("val", "test"):
+        pd.testing.assert_frame_equal(got[k].table, want[k].table)
+        pd.testing.assert_series_equal(got[k].label, want[k].label)
+    assert len(want["val"].label) and len(want["test"].label)

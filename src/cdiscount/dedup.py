@@ -34,6 +34,7 @@ from .errors import InputError, WorkerLost
 from .md5_keys import hex_digits
 from .params import Section
 from .parquet_file import parquet_file
+from .partitioned_parquet import marked
 from .sorted_ids import find_sorted
 from .whole_table_writer import WholeTableWriter
 
@@ -261,12 +262,14 @@ def run_dedup(
         with scratch_dir(out.parent, "dedup-buckets") as parts, publish(targets) as tmp:
             bucket_paths = _partition(interim, Path(parts), partitions(interim, cfg.bucket_rows), batch_rows)
             hw, mw = WholeTableWriter(tmp["hashes"]), WholeTableWriter(tmp["test_matches"])
-            with pq.ParquetWriter(tmp["votes"], VOTE_SCHEMA) as vw, pq.ParquetWriter(tmp["duplicates"], DUP_SCHEMA) as dw:
+            dup_schema = marked(DUP_SCHEMA)  # a row group per hash partition
+            with pq.ParquetWriter(tmp["votes"], VOTE_SCHEMA) as vw, pq.ParquetWriter(tmp["duplicates"], dup_schema) as dw:
                 for p in tqdm(bucket_paths, desc="dedup buckets", disable=not progress):
                     hashes, votes, dup = _aggregate(pd.read_parquet(p), cfg.placeholder_min_categories)
                     p.unlink()
                     vw.write_table(pa.Table.from_pandas(votes, schema=VOTE_SCHEMA, preserve_index=False))
-                    dw.write_table(pa.Table.from_pandas(dup, schema=DUP_SCHEMA, preserve_index=False))
+                    dw.write_table(pa.Table.from_pandas(dup, schema=DUP_SCHEMA, preserve_index=False),
+                                   row_group_size=max(len(dup), 1))  # one row group: this partition's hashes
                     where = hashes[["jpeg_offset", "jpeg_length"]] if "jpeg_offset" in hashes else None
                     hashes = _as_read_back(hashes[HASH_SCHEMA.names], HASH_SCHEMA)
                     if where is not None:

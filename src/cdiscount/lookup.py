@@ -10,6 +10,7 @@ the measured gain is what the test set can expect.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .atomic import scratch_dir
 from .components import Component
 from .md5_keys import hex_digits
 from .parquet_file import parquet_file
+from .partitioned_parquet import is_hash_partitioned
 from .sorted_ids import isin_sorted
 
 
@@ -74,7 +76,9 @@ PARTITION_ROWS = 100_000
 def votes_from_dedup(dedup: Path, val_ids: np.ndarray, *, placeholder_min_categories: int, min_votes: int,
                      batch_rows: int = 1 << 18) -> dict[str, Votes]:
     """Validation votes from the training fold only, test votes from every training product, computed
-    over hash partitions of ``dedup``'s duplicates table.
+    over hash partitions of ``dedup``'s duplicates table: its row groups as dedup writes them (one per
+    partition: no second partitioning pass over the duplicates), or partitions made here for a table
+    written otherwise.
 
     The same :class:`Votes` as :func:`product_votes` on the whole tables (per partition
     :func:`hash_hits`, summed), holding one partition at a time instead of every duplicated picture
@@ -83,11 +87,26 @@ def votes_from_dedup(dedup: Path, val_ids: np.ndarray, *, placeholder_min_catego
     """
     val_ids = np.sort(np.asarray(val_ids, dtype=np.int64))
     blank = _blank_md5(dedup / "hashes.parquet", batch_rows)
+    kw = {"placeholder_min_categories": placeholder_min_categories, "blank_md5": blank}
+    hits: dict[str, list[pd.DataFrame]] = {"val": [], "test": []}
+    for rows in _hash_partitions(dedup, batch_rows):
+        train = rows[rows["split"] == "train"]
+        in_val = isin_sorted(train["_id"].to_numpy(), val_ids)
+        hits["val"].append(hash_hits(train[in_val], train[~in_val], **kw))
+        hits["test"].append(hash_hits(rows[rows["split"] == "test"], train, **kw))
+    return {k: votes_of(_summed(v), min_votes) for k, v in hits.items()}
+
+
+def _hash_partitions(dedup: Path, batch_rows: int) -> Iterator[pd.DataFrame]:
+    """``duplicates.parquet`` as frames that each hold every row of their hashes: its row groups where
+    dedup wrote one per hash partition (its schema says so), else partitions written to scratch files."""
     source = parquet_file(dedup / "duplicates.parquet")
     cols = ["split", "_id", "md5", "category_id"]
+    if is_hash_partitioned(source):
+        for g in range(source.num_row_groups):
+            yield source.read_row_group(g, columns=cols).to_pandas()
+        return
     parts = max(1, -(-source.metadata.num_rows // PARTITION_ROWS))
-    hits: dict[str, list[pd.DataFrame]] = {"val": [], "test": []}
-    kw = {"placeholder_min_categories": placeholder_min_categories, "blank_md5": blank}
     with scratch_dir(dedup.parent, "votes") as tmp:
         paths = [Path(tmp) / f"part-{p:05d}.parquet" for p in range(parts)]
         writers: list[pq.ParquetWriter | None] = [None] * parts
@@ -104,15 +123,10 @@ def votes_from_dedup(dedup: Path, val_ids: np.ndarray, *, placeholder_min_catego
                 if w is not None:
                     w.close()
         for p, path in enumerate(paths):
-            if writers[p] is None:
-                continue
-            rows = pd.read_parquet(path)
-            path.unlink()
-            train = rows[rows["split"] == "train"]
-            in_val = isin_sorted(train["_id"].to_numpy(), val_ids)
-            hits["val"].append(hash_hits(train[in_val], train[~in_val], **kw))
-            hits["test"].append(hash_hits(rows[rows["split"] == "test"], train, **kw))
-    return {k: votes_of(_summed(v), min_votes) for k, v in hits.items()}
+            if writers[p] is not None:
+                rows = pd.read_parquet(path)
+                path.unlink()
+                yield rows
 
 
 def _summed(parts: list[pd.DataFrame]) -> pd.DataFrame:
