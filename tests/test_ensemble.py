@@ -256,8 +256,9 @@ def test_the_grid_fit_scratch_is_bounded_whatever_the_fitted_products(monkeypatc
 
 def test_the_fit_holds_one_source_not_probabilities_logs_and_copies(monkeypatch) -> None:
     """``_fit`` writes the logs over the probabilities and fits the models alone on a view: its peak is
-    one [M, N, U] source plus bounded scratch (3.24 sources with ``np.stack`` of the lookups, the logs
-    beside the probabilities and a copy of both for the models-alone fit; 2.72 now)."""
+    one [M, N, U] source plus bounded scratch (at weight_step 0.1: 3.24 sources with ``np.stack`` of the
+    lookups, the logs beside the probabilities and a copy of both for the models-alone fit, 2.72 now;
+    2.60 at the 0.25 used here)."""
     import tracemalloc
 
     from cdiscount import ensemble

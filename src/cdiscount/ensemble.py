@@ -360,7 +360,8 @@ def _fit(fit: list[Component], true: np.ndarray, n_models: int, cfg: EnsembleCon
 
     ``fit`` is emptied as it is used: the fit then holds one [M, N, U] float32 source (the logs written
     over the probabilities) and half of it for the cross-fit, instead of the probabilities, their logs and
-    a copy of both for the models-alone fit (about 2.7 times the source; 0.5 GB at 50,000 products)."""
+    a copy of both for the models-alone fit (traced peak at 50,000 products, 7 components of top-20:
+    625 -> 484 MB)."""
     fitted_best = max(float((c.idx[:, 0] == true).mean()) for c in fit)
     cand, probs = candidate_probs(fit, n_classes)
     fit.clear()
